@@ -1,0 +1,90 @@
+"""On-disk cache of per-track features.
+
+An entry is keyed by the file's absolute path, size and modification time
+and by everything that shapes the features (the extractor and its
+settings), so editing a file or changing a setting never serves stale
+features. Entries are written atomically: a crash leaves the old entry or
+none, never half of one; an unreadable entry is recomputed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+
+import numpy as np
+
+
+def atomic_write(path: str, write) -> None:
+    """Write a file through a temporary file in the same folder, then rename.
+
+    Parameters
+    ----------
+    path : str
+        Final location.
+    write : callable
+        Called with a binary file object open for writing.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+class FeatureCache:
+    """Features of tracks stored as ``.npy`` files under one folder.
+
+    Parameters
+    ----------
+    directory : str or None
+        Where entries live; None disables the cache (every lookup misses,
+        nothing is written).
+    """
+
+    def __init__(self, directory: str | None):
+        self.directory = os.fspath(directory) if directory else None
+
+    def key(self, path, namespace: dict) -> str | None:
+        """The entry key of a file's features, or None if it cannot be stat'ed."""
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        ident = [os.fsdecode(os.path.abspath(path)), stat.st_size, stat.st_mtime_ns, namespace]
+        return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+    def _file(self, key: str) -> str:
+        return os.path.join(self.directory, key[:2], key + ".npy")
+
+    def load(self, key: str | None) -> np.ndarray | None:
+        """The cached array, or None when absent, disabled or unreadable."""
+        if not self.directory or key is None:
+            return None
+        try:
+            return np.load(self._file(key), allow_pickle=False)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EOFError):
+            # A damaged entry (disk trouble, foreign file): drop it, recompute.
+            with contextlib.suppress(OSError):
+                os.unlink(self._file(key))
+            return None
+
+    def store(self, key: str | None, array: np.ndarray) -> None:
+        """Save an array atomically; a full or read-only disk only costs the entry."""
+        if not self.directory or key is None:
+            return
+        with contextlib.suppress(OSError):
+            atomic_write(self._file(key), lambda handle: np.save(handle, array, allow_pickle=False))

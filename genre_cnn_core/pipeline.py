@@ -1,0 +1,207 @@
+"""Training and prediction on plain lists of audio files.
+
+This is the whole product without beets: the plugin maps library items
+onto these two functions, and a notebook can call them on a folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .cache import FeatureCache
+from .extract import EXTRACTORS, extract_features, tag_names
+from .features import FeatureSettings
+from .labels import LabelChoice, choose_labels
+from .model import BACKBONES, GenreModel
+from .training import TrainConfig, train_head, train_scratch
+
+#: Feature settings of a new model of each backbone. musicnn sees 3 s
+#: patches (what it was trained on) spread over the track; the scratch CNN
+#: learns from random 3 s windows of longer excerpts.
+DEFAULT_SETTINGS = {
+    "musicnn": FeatureSettings(excerpt_seconds=3.0, n_excerpts=4),
+    "scratch": FeatureSettings(excerpt_seconds=10.0, n_excerpts=3),
+}
+
+#: The model shipped in the package, used until the user trains one.
+DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "data", "default_model.pt")
+
+
+class TrainingError(Exception):
+    """Training cannot start (one-line reason with what to do)."""
+
+
+@dataclasses.dataclass
+class Prediction:
+    """Genre scores of one track, best first, and musicnn's tags above a threshold."""
+
+    index: int
+    genres: list  # [(genre, probability), ...], best first
+    tags: list = dataclasses.field(default_factory=list)  # [(tag, probability), ...]
+
+
+@dataclasses.dataclass
+class Failure:
+    """A track that could not be used, with a one-line reason."""
+
+    index: int
+    reason: str
+
+
+def extractor_for(backbone: str, settings: FeatureSettings | None = None):
+    if backbone not in BACKBONES:
+        raise TrainingError(f"unknown backbone {backbone!r}; choose one of: {', '.join(BACKBONES)}")
+    kind = "musicnn" if backbone == "musicnn" else "logmel"
+    return EXTRACTORS[kind](settings or DEFAULT_SETTINGS[backbone])
+
+
+def train_on_files(
+    paths: Sequence,
+    track_genres: Sequence,
+    artists: Sequence | None = None,
+    backbone: str = "musicnn",
+    min_tracks: int = 10,
+    max_genres: int | None = None,
+    config: TrainConfig | None = None,
+    cache: FeatureCache | None = None,
+    n_jobs: int = 1,
+    progress: bool = False,
+    log=print,
+) -> tuple[GenreModel, LabelChoice, list[Failure]]:
+    """Train a genre model on tagged audio files.
+
+    Parameters
+    ----------
+    paths : sequence of str or bytes
+        Audio files.
+    track_genres : sequence
+        Genres of each file (list of strings or one string); the first
+        is its label.
+    artists : sequence, optional
+        Artist of each file; validation tracks never share an artist with
+        training tracks. Files without one form groups of their own.
+    backbone : {"musicnn", "scratch"}
+    min_tracks, max_genres : int
+        See :func:`genre_cnn_core.labels.choose_labels`.
+    config : TrainConfig, optional
+    cache : FeatureCache, optional
+    n_jobs : int
+        Feature-extraction worker processes.
+    progress : bool
+        Progress bar on stderr.
+    log : callable
+        Receives one line of text at a time.
+
+    Returns
+    -------
+    (GenreModel, LabelChoice, list of Failure)
+
+    Raises
+    ------
+    TrainingError
+        Fewer than two genres have enough tracks.
+    """
+    config = config or TrainConfig()
+    extractor = extractor_for(backbone)
+    choice = choose_labels(list(track_genres), min_tracks, max_genres)
+    _check_genres(choice, min_tracks)
+
+    chosen = [i for i, label in enumerate(choice.labels) if label is not None]
+    features: dict = {}
+    failures = []
+    for position, array, error in extract_features([paths[i] for i in chosen], extractor, cache, n_jobs,
+                                                   progress=progress, description="features"):
+        if error:
+            failures.append(Failure(chosen[position], error))
+        else:
+            features[chosen[position]] = array
+    used = sorted(features)
+    labels = [choice.labels[i] for i in used]
+    # Failed files can leave a genre short of tracks: check again.
+    present = set(labels)
+    if len(present) < 2:
+        raise TrainingError("fewer than 2 genres have decodable tracks; see the warnings above")
+    groups = [(artists[i] if artists and artists[i] else f"\0track{i}") for i in used]
+    trainer = train_head if backbone == "musicnn" else train_scratch
+    model = trainer([features[i] for i in used], labels, groups, choice.genres, extractor.settings, config,
+                    log=log)
+    return model, choice, failures
+
+
+def _check_genres(choice: LabelChoice, min_tracks: int) -> None:
+    if len(choice.genres) >= 2:
+        return
+    found = {**choice.counts, **choice.dropped}
+    listing = ", ".join(f"{g} ({n})" for g, n in sorted(found.items(), key=lambda kv: -kv[1])[:12]) or "none"
+    raise TrainingError(
+        f"need at least 2 genres with {min_tracks} or more tagged tracks; found: {listing}. "
+        f"Tag more tracks or lower min_tracks (e.g. `-m {max(2, min_tracks // 2)}`)"
+    )
+
+
+def predict_files(
+    model: GenreModel,
+    paths: Sequence,
+    top_k: int = 3,
+    tag_threshold: float | None = None,
+    cache: FeatureCache | None = None,
+    n_jobs: int = 1,
+    device: str = "cpu",
+    progress: bool = False,
+    batch_tracks: int = 64,
+) -> Iterator[Prediction | Failure]:
+    """Predict the genres of audio files.
+
+    Parameters
+    ----------
+    model : GenreModel
+    paths : sequence of str or bytes
+    top_k : int
+        Genres kept per track.
+    tag_threshold : float or None
+        With the musicnn backbone, also report its tags at or above this
+        probability; None skips tags.
+    cache : FeatureCache, optional
+    n_jobs : int
+        Worker processes for decoding and feature extraction.
+    device : str
+        Where the genre network runs.
+    progress : bool
+        Progress bar on stderr.
+    batch_tracks : int
+        Tracks per forward pass of the genre network.
+
+    Yields
+    ------
+    Prediction or Failure
+        One per path, in completion order.
+    """
+    tags = tag_names() if tag_threshold is not None and model.backbone == "musicnn" else None
+    pending: list = []
+
+    def flush():
+        probabilities = model.predict_proba([f for _, f in pending], device)
+        for (index, features), row in zip(pending, probabilities):
+            order = np.argsort(-row)[:top_k]
+            found = []
+            if tags is not None:
+                tag_probs = np.asarray(features[-len(tags):], dtype=np.float32)
+                found = [(tags[t], float(tag_probs[t])) for t in np.argsort(-tag_probs)
+                         if tag_probs[t] >= tag_threshold]
+            yield Prediction(index, [(model.genres[c], float(row[c])) for c in order], found)
+        pending.clear()
+
+    for index, features, error in extract_features(paths, model.extractor(), cache, n_jobs,
+                                                   progress=progress, description="cnngenre"):
+        if error:
+            yield Failure(index, error)
+            continue
+        pending.append((index, features))
+        if len(pending) >= batch_tracks:
+            yield from flush()
+    if pending:
+        yield from flush()

@@ -1,0 +1,384 @@
+"""Training: artist-grouped validation split, the two training loops
+(scratch CNN end to end, or a genre head on pretrained embeddings),
+temperature calibration and the validation report.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime
+import math
+import time
+from collections import Counter
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .features import FeatureSettings
+from .model import GenreHead, GenreModel, ScratchNetwork, softmax
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Knobs of both training loops.
+
+    Attributes
+    ----------
+    epochs : int
+        Most passes over the training tracks (scratch CNN).
+    minutes : float
+        Wall-clock budget of the scratch CNN's loop; the best model so far
+        is kept when it runs out.
+    batch_size : int
+        Windows per optimiser step (scratch CNN).
+    learning_rate : float
+        Peak learning rate of the one-cycle schedule (scratch CNN).
+    val_fraction : float
+        Share of tracks held out for validation, whole artists at a time.
+    patience : int
+        Epochs without a better validation loss before stopping early.
+    hidden : int
+        Hidden units of the head on pretrained embeddings; 0 is a logistic
+        regression.
+    seed : int
+        Seed of the split, initialisation and sampling.
+    device : str
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+    """
+
+    epochs: int = 60
+    minutes: float = 10.0
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    val_fraction: float = 0.2
+    patience: int = 8
+    hidden: int = 0
+    seed: int = 0
+    device: str = "auto"
+
+
+#: L2 penalties tried for the head; the artist-grouped validation picks one.
+HEAD_PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def resolve_device(name: str = "auto") -> str:
+    """``"cuda"`` when asked for (or ``"auto"`` and available), else ``"cpu"``."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but PyTorch sees no CUDA GPU")
+    return name
+
+
+def grouped_split(labels, groups, val_fraction: float = 0.2, seed: int = 0):
+    """Split tracks into training and validation with no group on both sides.
+
+    Groups (artists) are drawn in random order into the validation side
+    while their genre still needs validation tracks, so each genre gets
+    about ``val_fraction`` of its tracks held out; a genre with a single
+    artist stays wholly in training.
+
+    Parameters
+    ----------
+    labels : sequence of int
+        Class per track.
+    groups : sequence of hashable
+        Group (artist) per track.
+    val_fraction : float
+    seed : int
+
+    Returns
+    -------
+    (np.ndarray, np.ndarray)
+        Indices of training and validation tracks.
+    """
+    labels = np.asarray(labels)
+    members: dict = {}
+    for i, group in enumerate(groups):
+        members.setdefault(group, []).append(i)
+    order = list(members)
+    np.random.default_rng(seed).shuffle(order)
+    totals = Counter(labels.tolist())
+    artists_per_genre = Counter()
+    for group in order:
+        for c in set(labels[members[group]].tolist()):
+            artists_per_genre[c] += 1
+    held, held_artists = Counter(), Counter()
+    val = []
+    for group in order:
+        index = members[group]
+        genre = Counter(labels[index].tolist()).most_common(1)[0][0]
+        wanted = math.floor(val_fraction * totals[genre] + 0.5)
+        fits = held[genre] == 0 or held[genre] + len(index) <= wanted
+        if (held[genre] < wanted and fits and held_artists[genre] + 1 < artists_per_genre[genre]
+                and held[genre] + len(index) < totals[genre]):
+            val.extend(index)
+            held[genre] += len(index)
+            held_artists[genre] += 1
+    val_set = set(val)
+    train = [i for i in range(len(labels)) if i not in val_set]
+    return np.asarray(train, dtype=int), np.asarray(sorted(val), dtype=int)
+
+
+def classification_report(y_true, y_pred, genres) -> dict:
+    """Per-genre precision, recall, F1 and support; accuracy, macro-F1, confusion.
+
+    Returns
+    -------
+    dict
+        Plain data (JSON-compatible), as stored in the model file.
+    """
+    n = len(genres)
+    confusion = np.zeros((n, n), dtype=int)
+    for t, p in zip(y_true, y_pred):
+        confusion[t, p] += 1
+    per_genre = {}
+    f1s = []
+    for c, name in enumerate(genres):
+        tp = confusion[c, c]
+        predicted, support = confusion[:, c].sum(), confusion[c].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_genre[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+                           "support": int(support)}
+        if support:
+            f1s.append(f1)
+    total = confusion.sum()
+    return {
+        "per_genre": per_genre,
+        "accuracy": float(np.trace(confusion) / total) if total else 0.0,
+        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
+        "tracks": int(total),
+        "confusion": confusion.tolist(),
+    }
+
+
+def format_report(report: dict, genres, tracks_per_genre: dict | None = None) -> str:
+    """The validation report as a terminal table, with the confusion matrix."""
+    tracks_per_genre = tracks_per_genre or {}
+    width = max([len(g) for g in genres] + [5])
+    lines = [f"{'genre':<{width}}  precision  recall     f1  support  trained on"]
+    for name in genres:
+        row = report["per_genre"][name]
+        lines.append(f"{name:<{width}}  {row['precision']:9.2f}  {row['recall']:6.2f}  {row['f1']:5.2f}"
+                     f"  {row['support']:7d}  {tracks_per_genre.get(name, 0):11d}")
+    lines.append(f"accuracy {report['accuracy']:.1%}, macro-F1 {report['macro_f1']:.3f} "
+                 f"on {report['tracks']} validation tracks (their artists are not in training)")
+    lines.append("confusion matrix (rows: tagged genre, columns: predicted):")
+    abbreviations = [g[:5] for g in genres]
+    lines.append(" " * (width + 2) + " ".join(f"{a:>5}" for a in abbreviations))
+    for name, row in zip(genres, report["confusion"]):
+        lines.append(f"{name:<{width}}  " + " ".join(f"{v:5d}" for v in row))
+    return "\n".join(lines)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature that minimises the validation log loss (Guo et al., 2017)."""
+    if len(labels) == 0:
+        return 1.0
+    candidates = np.exp(np.linspace(np.log(0.05), np.log(20.0), 121))
+    losses = [-np.log(softmax(logits, t)[np.arange(len(labels)), labels] + 1e-12).mean() for t in candidates]
+    return float(candidates[int(np.argmin(losses))])
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    """Gap between confidence and accuracy, averaged over confidence bins."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    error = 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        chosen = (confidence > low) & (confidence <= high)
+        if chosen.any():
+            error += chosen.mean() * abs(confidence[chosen].mean() - correct[chosen].mean())
+    return float(error)
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, so every genre counts the same in the loss."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+# ---------------------------------------------------------------- genre head
+
+
+def _fit_head(x, y, n_classes, penalty, hidden, seed):
+    torch.manual_seed(seed)
+    head = GenreHead(x.shape[1], n_classes, hidden=hidden, dropout=0.0)
+    head.set_standardisation(x)
+    weights = class_weights(y.numpy(), n_classes)
+    parameters = [p for name, p in head.named_parameters() if name.endswith("weight")]
+    optimiser = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=300, history_size=20,
+                                  line_search_fn="strong_wolfe")
+
+    def closure():
+        optimiser.zero_grad()
+        loss = F.cross_entropy(head(x), y, weight=weights)
+        loss = loss + penalty * sum(p.square().sum() for p in parameters) / len(y) * n_classes
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return head.eval()
+
+
+def train_head(embeddings, labels, groups, genres, settings: FeatureSettings, config: TrainConfig,
+               log=print) -> GenreModel:
+    """Train a genre head on pretrained embeddings.
+
+    The L2 penalty is chosen on an artist-grouped validation split; the
+    report and the temperature come from that split, and the saved head
+    is then refit on every track.
+    """
+    start = time.perf_counter()
+    x = torch.tensor(np.asarray(embeddings, dtype=np.float32))
+    y = torch.tensor(np.asarray(labels, dtype=np.int64))
+    train, val = grouped_split(y.numpy(), groups, config.val_fraction, config.seed)
+    n_classes = len(genres)
+    report, temperature, penalty = None, 1.0, 1e-2
+    if len(val):
+        best = None
+        for candidate in HEAD_PENALTIES:
+            head = _fit_head(x[train], y[train], n_classes, candidate, config.hidden, config.seed)
+            with torch.no_grad():
+                loss = F.cross_entropy(head(x[val]), y[val]).item()
+            if best is None or loss < best[0]:
+                best = (loss, candidate, head)
+        _, penalty, head = best
+        with torch.no_grad():
+            val_logits = head(x[val]).numpy()
+        temperature = fit_temperature(val_logits, y[val].numpy())
+        report = classification_report(y[val].numpy(), val_logits.argmax(axis=1), genres)
+        report["ece"] = expected_calibration_error(softmax(val_logits, temperature), y[val].numpy())
+    head = _fit_head(x, y, n_classes, penalty, config.hidden, config.seed)
+    architecture = {"in_dim": int(x.shape[1]), "n_genres": n_classes, "hidden": config.hidden, "dropout": 0.0}
+    extra = {"l2_penalty": penalty}
+    return _finish("musicnn", head, architecture, genres, settings, temperature, report,
+                   labels, train, val, start, extra)
+
+
+# --------------------------------------------------------------- scratch CNN
+
+
+def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random gain and SpecAugment-style frequency and time masks."""
+    b, mels, frames = batch.shape
+    gain = torch.exp(torch.empty(b, 1, 1).uniform_(-1.0, 1.0, generator=generator)).to(batch.device)
+    batch = torch.log10((torch.pow(10.0, batch) - 1.0).clamp_min(0) * gain + 1.0)
+    for size, axis in ((mels // 8, 1), (frames // 8, 2)):
+        width = torch.randint(0, size + 1, (b,), generator=generator).to(batch.device)
+        begin = (torch.rand(b, generator=generator).to(batch.device) * (batch.shape[axis] - width)).long()
+        position = torch.arange(batch.shape[axis], device=batch.device)[None, :]
+        mask = (position >= begin[:, None]) & (position < (begin + width)[:, None])
+        batch = batch.masked_fill(mask[:, :, None] if axis == 1 else mask[:, None, :], 0.0)
+    return batch
+
+
+def _random_windows(features, indices, width, rng):
+    """One random window of ``width`` frames per track in ``indices``."""
+    windows = []
+    for i in indices:
+        track = features[i]
+        excerpt = track[rng.integers(len(track))]
+        begin = rng.integers(max(1, excerpt.shape[1] - width + 1))
+        windows.append(excerpt[:, begin:begin + width])
+    return torch.from_numpy(np.stack(windows).astype(np.float32))
+
+
+def train_scratch(features, labels, groups, genres, settings: FeatureSettings, config: TrainConfig,
+                  log=print) -> GenreModel:
+    """Train the Dieleman-style CNN end to end on log-mel excerpts.
+
+    Each step sees random windows of random excerpts (class-balanced
+    sampling, gain and masking augmentation, label smoothing); AdamW with a
+    one-cycle schedule; early stopping on the artist-grouped validation
+    loss, within ``config.minutes`` of wall-clock time.
+    """
+    start = time.perf_counter()
+    device = resolve_device(config.device)
+    labels_np = np.asarray(labels, dtype=np.int64)
+    train, val = grouped_split(labels_np, groups, config.val_fraction, config.seed)
+    n_classes = len(genres)
+    window = settings.frames(3.0) - 1
+    architecture = {"n_mels": settings.n_mels, "n_genres": n_classes, "window_frames": window}
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    network = ScratchNetwork(**architecture).to(device)
+
+    # Enough windows per epoch to see each track a few times, even in a small library.
+    steps = max(8, math.ceil(4 * len(train) / config.batch_size))
+    sampling = class_weights(labels_np[train], n_classes).numpy()[labels_np[train]]
+    sampling /= sampling.sum()
+    optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=1e-2)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate,
+                                                   total_steps=steps * config.epochs)
+    model = GenreModel("scratch", list(genres), settings, network, architecture)
+    best, stale, history = None, 0, []
+    val_features = [features[i] for i in val]
+    for epoch in range(1, config.epochs + 1):
+        network.train()
+        total = 0.0
+        for _ in range(steps):
+            chosen = rng.choice(train, size=config.batch_size, p=sampling)
+            batch = _augment(_random_windows(features, chosen, window, rng).to(device), generator)
+            target = torch.from_numpy(labels_np[chosen]).to(device)
+            loss = F.cross_entropy(network(batch), target, label_smoothing=0.1)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += loss.item()
+        record = {"epoch": epoch, "train_loss": total / steps}
+        if len(val):
+            val_logits = model.logits(val_features, device)
+            record["val_loss"] = float(F.cross_entropy(torch.from_numpy(val_logits),
+                                                       torch.from_numpy(labels_np[val])))
+            record["val_accuracy"] = float((val_logits.argmax(axis=1) == labels_np[val]).mean())
+            if best is None or record["val_loss"] < best[0]:
+                best, stale = (record["val_loss"], copy.deepcopy(network.state_dict())), 0
+            else:
+                stale += 1
+        history.append(record)
+        log(f"epoch {epoch:3d}: " + ", ".join(f"{k} {v:.3f}" for k, v in record.items() if k != "epoch"))
+        elapsed = time.perf_counter() - start
+        # The one-cycle warm-up makes early validation losses noisy: be patient after it.
+        if stale >= config.patience and epoch > 0.3 * config.epochs:
+            log(f"stopping early: no better validation loss for {config.patience} epochs")
+            break
+        if elapsed > config.minutes * 60:
+            log(f"stopping: time budget of {config.minutes:g} min used")
+            break
+    if best is not None:
+        network.load_state_dict(best[1])
+    network.cpu().eval()
+    report, temperature = None, 1.0
+    if len(val):
+        val_logits = model.logits(val_features)
+        temperature = fit_temperature(val_logits, labels_np[val])
+        report = classification_report(labels_np[val], val_logits.argmax(axis=1), genres)
+        report["ece"] = expected_calibration_error(softmax(val_logits, temperature), labels_np[val])
+    return _finish("scratch", network, architecture, genres, settings, temperature, report,
+                   labels, train, val, start, {"history": history, "device": device})
+
+
+def _finish(backbone, network, architecture, genres, settings, temperature, report, labels, train, val,
+            start, extra) -> GenreModel:
+    counts = Counter(np.asarray(labels).tolist())
+    metadata = {
+        "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "library_size": len(labels),
+        "tracks_per_genre": {genres[c]: int(counts[c]) for c in range(len(genres))},
+        "train_tracks": int(len(train)),
+        "validation_tracks": int(len(val)),
+        "validation": report,
+        "train_seconds": round(time.perf_counter() - start, 2),
+        **extra,
+    }
+    return GenreModel(backbone, list(genres), settings, network.cpu().eval(), architecture,
+                      temperature=temperature, metadata=metadata)

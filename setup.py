@@ -1,0 +1,34 @@
+from setuptools import setup
+
+setup(
+    name="beets-cnngenre",
+    version="0.1.0",
+    description="beets plugin: genre tagging from audio with convolutional neural networks",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    # beetsplug is a namespace package shared with beets and other plugins.
+    packages=["beetsplug", "genre_cnn_core"],
+    package_data={"genre_cnn_core": ["data/*.pt", "data/*.json", "data/MUSICNN_LICENSE"]},
+    install_requires=[
+        "beets>=2.14",
+        # 2.13 CPU wheels and anything newer up to the next major; GPU users
+        # install their CUDA build of torch first (see README).
+        "torch>=2.2,<2.14",
+        "librosa>=0.10",
+        "numpy>=1.24",
+        "soundfile>=0.12",
+        "soxr>=0.3",
+        "av>=12",
+        "mutagen>=1.46",
+        "joblib>=1.4",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "plots": ["matplotlib"],
+        "dask": ["dask[distributed]"],
+        "test": ["pytest>=7", "matplotlib"],
+        "bench": ["scikit-learn", "matplotlib"],
+    },
+)
