@@ -54,7 +54,8 @@ class CnnGenrePlugin(BeetsPlugin):
         self._model = None
         self._written_on_import = set()
         for name, descriptor in _media_fields().items():
-            self.add_media_field(name, descriptor)
+            if name not in mediafile.MediaFile.__dict__:  # the plugin may be loaded twice in one process
+                self.add_media_field(name, descriptor)
         if self.config["auto"].get(bool):
             self.import_stages = [self.imported]
             self.register_listener("import_task_files", self.write_after_import)
@@ -206,11 +207,11 @@ class CnnGenrePlugin(BeetsPlugin):
                 failed += 1
                 self._log.warning("{}: {}", paths[result.index], result.reason)
                 continue
-            self._set_fields(item, result, model, apply_genres and (force or not item.genres), threshold)
             if pretend:
                 genres = ", ".join(f"{g} {p:.2f}" for g, p in result.genres)
                 ui.print_(f"{item}: {genres}")
                 continue
+            self._set_fields(item, result, model, apply_genres and (force or not item.genres), threshold)
             # One item at a time: an interrupted run leaves each item with
             # all of its new fields or none.
             if write:
@@ -235,7 +236,7 @@ class CnnGenrePlugin(BeetsPlugin):
         item["cnn_model"] = model.model_id
         if prediction.tags:
             item["cnn_tags"] = [t for t, _ in prediction.tags]
-        elif "cnn_tags" in item:
+        elif item.get("cnn_tags"):
             item["cnn_tags"] = []
         if apply_genres and score >= threshold:
             item.genres = [genre]

@@ -97,7 +97,7 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
 def log_mel(y: np.ndarray, settings: FeatureSettings) -> np.ndarray:
     """Log-compressed mel spectrogram of mono audio.
 
-    Power spectrogram (Hann window, centred frames, zero padding), mel
+    Power spectrogram (Hann window, centred frames, reflected edges), mel
     filterbank, then ``log10(10000 * x + 1)`` in float32, the compression
     musicnn was trained with.
 
@@ -120,7 +120,7 @@ def log_mel(y: np.ndarray, settings: FeatureSettings) -> np.ndarray:
     window = torch.hann_window(settings.n_fft)
     spectrum = torch.stft(
         signal, settings.n_fft, settings.hop_length, window=window,
-        center=True, pad_mode="constant", return_complex=True,
+        center=True, pad_mode="reflect", return_complex=True,
     )
     power = spectrum.real.square() + spectrum.imag.square()
     filters = torch.from_numpy(mel_filterbank(settings.sample_rate, settings.n_fft, settings.n_mels))

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import pickle
+import re
 
 import numpy as np
 import torch
@@ -248,8 +249,11 @@ class GenreModel:
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
-            raise ModelError(f"{name}: refused to load, not a plain cnngenre model file ({first})") from None
+            code = re.search(r"(?:Unsupported global: |unsupported )GLOBAL ([\w.]+)", str(error))
+            if code:
+                raise ModelError(f"{name}: refused to load: the file asks to run code ({code.group(1)}); "
+                                 "a cnngenre model holds only weights and plain data") from None
+            raise ModelError(f"{name}: not a readable model file (damaged, or not a cnngenre model)") from None
         except Exception as error:
             raise ModelError(f"{name}: not a readable model file ({type(error).__name__}: {error})") from None
         if not isinstance(payload, dict) or "format_version" not in payload:

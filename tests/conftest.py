@@ -1,0 +1,51 @@
+import pytest
+
+from genre_cnn_core import FeatureCache, TrainConfig, train_on_files
+from synth import make_library_files
+
+SPELLINGS = {"techno": ["Techno", "techno", "TECHNO; Electronic"], "chiptune": ["Chiptune", "chip-tune"]}
+
+
+@pytest.fixture(scope="session")
+def library_files(tmp_path_factory):
+    """24 tagged synthetic tracks: 3 genres, messy spellings, 4 formats."""
+    return make_library_files(tmp_path_factory.mktemp("music"), per_genre=8, spellings=SPELLINGS)
+
+
+@pytest.fixture(scope="session")
+def heldout_files(tmp_path_factory):
+    """Other tracks of the same synthetic genres, never trained on."""
+    folder = tmp_path_factory.mktemp("heldout")
+    files = make_library_files(folder, per_genre=3)
+    renamed = []
+    for i, (path, genre) in enumerate(files):  # other seeds than the training set
+        from synth import synth_track, write_audio
+
+        write_audio(path, synth_track(genre, seed=5000 + i), 22050)
+        renamed.append((path, genre))
+    return renamed
+
+
+@pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory):
+    return FeatureCache(str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def scratch_model(library_files, feature_cache):
+    """A scratch CNN trained through the core API, shared by the tests."""
+    paths = [str(p) for p, _ in library_files]
+    genres = [g for _, g in library_files]
+    artists = [f"{g} artist {i // 2}" for i, (_, g) in enumerate(library_files)]
+    model, _, failures = train_on_files(paths, genres, artists, backbone="scratch", min_tracks=4,
+                                        config=TrainConfig(epochs=15, minutes=2), cache=feature_cache,
+                                        log=lambda line: None)
+    assert not failures
+    return model
+
+
+@pytest.fixture(scope="session")
+def scratch_model_path(scratch_model, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("models") / "scratch.pt")
+    scratch_model.save(path)
+    return path

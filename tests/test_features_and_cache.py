@@ -1,0 +1,59 @@
+import numpy as np
+
+from genre_cnn_core.cache import FeatureCache
+from genre_cnn_core.extract import LogMelExtractor, extract_features
+from genre_cnn_core.features import FeatureSettings, log_mel, mel_filterbank
+
+
+def test_log_mel_matches_librosa():
+    import librosa
+
+    y = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    reference = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=512, hop_length=256, n_mels=96,
+                                               pad_mode="reflect")
+    ours = log_mel(y, FeatureSettings())
+    assert ours.shape == reference.shape
+    np.testing.assert_allclose(ours, np.log10(10000 * reference + 1), atol=1e-4)
+    np.testing.assert_allclose(mel_filterbank(22050, 1024, 128),
+                               librosa.filters.mel(sr=22050, n_fft=1024, n_mels=128), atol=1e-6)
+
+
+def test_cache_reuses_entries_and_keys_on_file_and_settings(library_files, tmp_path):
+    cache = FeatureCache(str(tmp_path / "cache"))
+    path = str(library_files[0][0])
+    extractor = LogMelExtractor(FeatureSettings(excerpt_seconds=2.0, n_excerpts=2))
+    [(_, first, error)] = list(extract_features([path], extractor, cache))
+    assert error is None and first.dtype == np.float16
+    namespace = extractor.namespace()
+    key = cache.key(path, namespace)
+    assert np.array_equal(cache.load(key), first)
+    assert cache.key(path, {**namespace, "n_mels": 64}) != key
+
+    # A damaged entry is dropped and recomputed, not trusted.
+    entry = cache._file(key)
+    with open(entry, "r+b") as handle:
+        handle.truncate(40)
+    assert cache.load(key) is None
+    [(_, again, _)] = list(extract_features([path], extractor, cache))
+    assert np.array_equal(again, first)
+    assert not [p for p in (tmp_path / "cache").rglob(".tmp-*")]
+
+
+def test_disabled_cache_writes_nothing(library_files, tmp_path):
+    cache = FeatureCache(None)
+    extractor = LogMelExtractor(FeatureSettings(excerpt_seconds=2.0, n_excerpts=1))
+    [(_, features, _)] = list(extract_features([str(library_files[0][0])], extractor, cache))
+    assert features is not None and cache.load(cache.key(str(library_files[0][0]), {})) is None
+
+
+def test_parallel_extraction_matches_serial_and_reports_bad_files(library_files, tmp_path):
+    bad = tmp_path / "broken.flac"
+    bad.write_bytes(b"fLaC" + b"\0" * 100)
+    paths = [str(p) for p, _ in library_files[:4]] + [str(bad)]
+    extractor = LogMelExtractor(FeatureSettings(excerpt_seconds=2.0, n_excerpts=1))
+    serial = {i: (f, e) for i, f, e in extract_features(paths, extractor, n_jobs=1)}
+    parallel = {i: (f, e) for i, f, e in extract_features(paths, extractor, n_jobs=2)}
+    assert sorted(parallel) == list(range(5))
+    for i in range(4):
+        assert serial[i][1] is None and np.array_equal(serial[i][0], parallel[i][0])
+    assert serial[4][0] is None and parallel[4][1] == serial[4][1]
