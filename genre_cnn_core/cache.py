@@ -32,6 +32,7 @@ def atomic_write(path: str, write) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes files private; keep the usual mode
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -41,6 +42,12 @@ def atomic_write(path: str, write) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 class FeatureCache:

@@ -227,7 +227,7 @@ class GenreModel:
             for name in sorted(state):
                 digest.update(name.encode())
                 digest.update(state[name].numpy().tobytes())
-            meta["model_id"] = f"{self.backbone}-{digest.hexdigest()[:10]}"
+            meta["model_id"] = f"{meta.get('name', self.backbone)}-{digest.hexdigest()[:10]}"
             self.metadata["model_id"] = meta["model_id"]
         payload = {"format_version": FORMAT_VERSION, "metadata": json.dumps(meta), "state_dict": state}
         buffer = io.BytesIO()
