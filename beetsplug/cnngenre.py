@@ -177,7 +177,11 @@ class CnnGenrePlugin(BeetsPlugin):
         else:
             ui.print_("no validation report: too few artists per genre to hold any out")
         path = self._model_path(opts)
-        model.save(path)
+        try:
+            model.save(path)
+        except OSError as error:
+            raise ui.UserError(f"cannot save the model to {path}: {error.strerror or error}; "
+                               "the previous model file is unchanged") from None
         ui.print_(f"saved {model.model_id} to {path} ({len(model.genres)} genres, "
                   f"{len(items) - len(failures)} tracks, {len(failures)} failed, "
                   f"{time.perf_counter() - started:.1f} s)")

@@ -90,40 +90,53 @@ def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 def _read_soundfile(path, excerpt_seconds, n_excerpts):
     import soundfile as sf
 
-    with quiet_stderr(), sf.SoundFile(path) as f:
+    # A file object, not the name: libsndfile cannot open names that are not UTF-8.
+    with quiet_stderr(), open(path, "rb") as handle, sf.SoundFile(handle) as f:
         sr = f.samplerate
         duration = f.frames / sr if 0 < f.frames < 2**62 else excerpt_seconds
-        excerpts = []
+        excerpts, failure = [], None
         for start in excerpt_starts(duration, excerpt_seconds, n_excerpts):
             preroll = min(PREROLL_SECONDS, start) if f.seekable() else 0.0
-            if f.seekable():
-                f.seek(int(round((start - preroll) * sr)))
-            frames = f.read(int(round((preroll + excerpt_seconds) * sr)), dtype="float32", always_2d=True)
+            try:
+                if f.seekable():
+                    f.seek(int(round((start - preroll) * sr)))
+                frames = f.read(int(round((preroll + excerpt_seconds) * sr)), dtype="float32", always_2d=True)
+            except (RuntimeError, sf.LibsndfileError) as error:  # e.g. a truncated file
+                failure = error
+                continue
             excerpts.append(to_mono(frames[int(round(preroll * sr)):]))
+    if not excerpts and failure is not None:
+        raise failure
     return excerpts, sr
 
 
 def _read_pyav(path, excerpt_seconds, n_excerpts):
     import av
 
-    try:
-        container = av.open(os.fsdecode(path))
-    except av.FFmpegError as error:
-        raise AudioError(f"not a readable audio file ({error.strerror or error})") from None
-    with container:
-        if not container.streams.audio:
-            raise AudioError("no audio stream")
-        stream = container.streams.audio[0]
-        sr = stream.sample_rate or stream.codec_context.sample_rate
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
-        else:
-            duration = excerpt_seconds
-        excerpts = []
-        for start in excerpt_starts(duration, excerpt_seconds, n_excerpts):
-            excerpts.append(_decode_pyav_excerpt(container, stream, sr, start, excerpt_seconds))
+    with open(path, "rb") as handle:
+        try:
+            container = av.open(handle)
+        except av.FFmpegError as error:
+            raise AudioError(f"not a readable audio file ({error.strerror or error})") from None
+        with container:
+            return _read_pyav_container(container, excerpt_seconds, n_excerpts)
+
+
+def _read_pyav_container(container, excerpt_seconds, n_excerpts):
+    import av
+
+    if not container.streams.audio:
+        raise AudioError("no audio stream")
+    stream = container.streams.audio[0]
+    sr = stream.sample_rate or stream.codec_context.sample_rate
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    else:
+        duration = excerpt_seconds
+    excerpts = [_decode_pyav_excerpt(container, stream, sr, start, excerpt_seconds)
+                for start in excerpt_starts(duration, excerpt_seconds, n_excerpts)]
     return excerpts, sr
 
 
@@ -137,16 +150,20 @@ def _decode_pyav_excerpt(container, stream, sr, start, excerpt_seconds):
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
     chunks, first_time, n_samples = [], None, 0
     needed = None
-    for frame in container.decode(stream):
-        if first_time is None:
-            first_time = float(frame.pts * frame.time_base) if frame.pts is not None else seek_to
-            needed = int(round((start - first_time + excerpt_seconds) * sr))
-        for out in resampler.resample(frame):
-            chunk = out.to_ndarray().reshape(-1)
-            chunks.append(chunk)
-            n_samples += len(chunk)
-        if needed is not None and n_samples >= needed:
-            break
+    try:
+        for frame in container.decode(stream):
+            if first_time is None:
+                first_time = float(frame.pts * frame.time_base) if frame.pts is not None else seek_to
+                needed = int(round((start - first_time + excerpt_seconds) * sr))
+            for out in resampler.resample(frame):
+                chunk = out.to_ndarray().reshape(-1)
+                chunks.append(chunk)
+                n_samples += len(chunk)
+            if needed is not None and n_samples >= needed:
+                break
+    except av.FFmpegError:
+        if not chunks:  # damaged data: keep what decoded before it
+            raise
     if not chunks:
         return np.zeros(0, np.float32)
     audio = np.concatenate(chunks)
@@ -185,6 +202,8 @@ def load_excerpts(path, sample_rate: int, excerpt_seconds: float, n_excerpts: in
         raise AudioError("file not found") from None
     except OSError as error:
         raise AudioError(error.strerror or str(error)) from None
+    if os.path.isdir(path):
+        raise AudioError("is a folder, not an audio file")
     if size == 0:
         raise AudioError("empty file (0 bytes)")
     if not os.access(path, os.R_OK):
