@@ -28,7 +28,7 @@ setup(
     extras_require={
         "plots": ["matplotlib"],
         "dask": ["dask[distributed]"],
-        "test": ["pytest>=7", "matplotlib"],
+        "test": ["pytest>=7", "matplotlib", "dask[distributed]"],
         "bench": ["scikit-learn", "matplotlib"],
     },
 )

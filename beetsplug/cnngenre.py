@@ -39,6 +39,8 @@ class CnnGenrePlugin(BeetsPlugin):
             "cache_dir": "",
             "backbone": "musicnn",
             "jobs": 0,
+            "backend": "loky",
+            "dask_scheduler": "",
             "device": "auto",
             "top_k": 3,
             "threshold": 0.5,
@@ -52,6 +54,7 @@ class CnnGenrePlugin(BeetsPlugin):
             "force": False,
         })
         self._model = None
+        self._dask = None
         self._written_on_import = set()
         for name, descriptor in _media_fields().items():
             if name not in mediafile.MediaFile.__dict__:  # the plugin may be loaded twice in one process
@@ -114,6 +117,18 @@ class CnnGenrePlugin(BeetsPlugin):
         jobs = self._option(opts, "jobs")
         return jobs if jobs and jobs > 0 else (os.cpu_count() or 1)
 
+    def _backend(self):
+        """The joblib backend; for ``dask``, connected to the scheduler once."""
+        backend = self.config["backend"].as_choice(["loky", "threading", "dask"])
+        if backend == "dask" and self._dask is None:
+            from genre_cnn_core.extract import dask_client
+
+            try:
+                self._dask = dask_client(self.config["dask_scheduler"].as_str() or None)
+            except (RuntimeError, OSError) as error:
+                raise ui.UserError(f"cannot use the dask backend: {error}") from None
+        return backend
+
     # ------------------------------------------------------------ command
 
     def command(self, lib, opts, args):
@@ -164,6 +179,7 @@ class CnnGenrePlugin(BeetsPlugin):
             n_jobs=self._jobs(opts),
             progress=sys.stderr.isatty(),
             log=lambda line: self._log.info("{}", line),
+            backend=self._backend(),
         )
         for failure in failures:
             self._log.warning("{}: {}", items[failure.index].filepath, failure.reason)
@@ -201,7 +217,7 @@ class CnnGenrePlugin(BeetsPlugin):
         results = predict_files(model, paths, top_k=self.config["top_k"].get(int), tag_threshold=tag_threshold,
                                 cache=self._cache(opts), n_jobs=self._jobs(opts),
                                 device=_inference_device(self._option(opts, "device")),
-                                progress=not quiet and sys.stderr.isatty())
+                                progress=not quiet and sys.stderr.isatty(), backend=self._backend())
         apply_genres = self._option(opts, "apply_genres")
         threshold = self.config["threshold"].as_number()
         changed, failed = [], 0

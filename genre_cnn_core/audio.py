@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -53,23 +54,41 @@ def excerpt_starts(duration: float, excerpt_seconds: float, n_excerpts: int) -> 
     return [room * (i + 1) / (n_excerpts + 1) for i in range(n_excerpts)]
 
 
+_STDERR_LOCK = threading.Lock()
+_stderr_users = 0
+_saved_stderr = None
+
+
 @contextlib.contextmanager
 def quiet_stderr():
-    """Silence C libraries (libmpg123 reports every seek) on file descriptor 2."""
+    """Silence C libraries (libmpg123 reports every seek) on file descriptor 2.
+
+    Threads share the descriptor, so the first thread in redirects it and
+    the last one out restores it.
+    """
+    global _stderr_users, _saved_stderr
+    with _STDERR_LOCK:
+        if _stderr_users == 0:
+            try:
+                sys.stderr.flush()
+                saved = os.dup(2)
+            except (OSError, ValueError, AttributeError):
+                saved = None
+            if saved is not None:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 2)
+                os.close(devnull)
+            _saved_stderr = saved
+        _stderr_users += 1
     try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        with _STDERR_LOCK:
+            _stderr_users -= 1
+            if _stderr_users == 0 and _saved_stderr is not None:
+                os.dup2(_saved_stderr, 2)
+                os.close(_saved_stderr)
+                _saved_stderr = None
 
 
 def to_mono(frames: np.ndarray) -> np.ndarray:

@@ -60,8 +60,9 @@ class MusicnnExtractor:
     #: enough to bound memory.
     max_batch = 64
 
-    def __init__(self, settings: FeatureSettings):
+    def __init__(self, settings: FeatureSettings, device: str = "cpu"):
         self.settings = settings
+        self.device = device
 
     def namespace(self) -> dict:
         return {"kind": self.kind, "version": EXTRACTOR_VERSION, **self.settings.as_dict()}
@@ -85,14 +86,14 @@ class MusicnnExtractor:
         if not patches:
             return results
 
-        network = _pretrained_musicnn()
+        network = _pretrained_musicnn(self.device)
         outputs = []
         with torch.inference_mode():
             batch = torch.from_numpy(np.stack(patches))
             for chunk in torch.split(batch, self.max_batch):
-                out = network(chunk)
+                out = network(chunk.to(self.device))
                 outputs.append(torch.cat([out.mean_pool, out.max_pool, torch.sigmoid(out.logits)], dim=1))
-        per_patch = torch.cat(outputs).numpy()
+        per_patch = torch.cat(outputs).float().cpu().numpy()
         owners = np.asarray(owners)
         for index in np.unique(owners):
             results[index] = per_patch[owners == index].mean(axis=0).astype(np.float16)
@@ -106,17 +107,16 @@ def tag_names() -> list[str]:
     return list(musicnn.MSD_TAGS)
 
 
-_NETWORK = None
+_NETWORKS: dict = {}
 
 
-def _pretrained_musicnn():
-    """The pretrained network, loaded once per process."""
-    global _NETWORK
-    if _NETWORK is None:
+def _pretrained_musicnn(device: str = "cpu"):
+    """The pretrained network, loaded once per process and device."""
+    if device not in _NETWORKS:
         from . import musicnn
 
-        _NETWORK = musicnn.load_pretrained()
-    return _NETWORK
+        _NETWORKS[device] = musicnn.load_pretrained(device)
+    return _NETWORKS[device]
 
 
 EXTRACTORS = {LogMelExtractor.kind: LogMelExtractor, MusicnnExtractor.kind: MusicnnExtractor}
@@ -154,6 +154,7 @@ def extract_features(
     batch_size: int = 4,
     progress: bool = False,
     description: str = "features",
+    backend: str = "loky",
 ) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
     """Features of many files, from the cache or computed in parallel.
 
@@ -173,6 +174,9 @@ def extract_features(
         Show a progress bar on stderr.
     description : str
         Label of the progress bar.
+    backend : {"loky", "threading", "dask"}
+        joblib backend. ``"dask"`` runs on the Dask cluster of the active
+        ``distributed.Client`` (see :func:`dask_client`).
 
     Yields
     ------
@@ -204,16 +208,39 @@ def extract_features(
         # Small runs still give every worker a share.
         batch_size = max(1, min(batch_size, -(-len(todo) // workers)))
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-        if workers == 1:
+        if workers == 1 and backend == "loky":
             results = (_compute_batch(extractor, cache, batch, threads) for batch in batches)
         else:
-            results = joblib.Parallel(n_jobs=workers, return_as="generator_unordered")(
-                joblib.delayed(_compute_batch)(extractor, cache, batch, threads) for batch in batches
-            )
+            if backend != "loky":
+                threads = 1  # threads share a process; Dask workers bring their own cores
+            # parallel_config, not Parallel(backend=...): it registers "dask" on first use.
+            with joblib.parallel_config(backend=backend):
+                results = joblib.Parallel(n_jobs=-1 if backend == "dask" else workers,
+                                          return_as="generator_unordered")(
+                    joblib.delayed(_compute_batch)(extractor, cache, batch, threads) for batch in batches
+                )
         for rows in results:
-            for row in rows:
+            for index, features, error in rows:
+                if error == "file not found" and backend == "dask" and os.path.exists(paths[index]):
+                    error = ("file not found on a Dask worker, though this machine has it: workers need "
+                             "the audio at the same paths (shared storage)")
                 bar.update()
-                yield row
+                yield index, features, error
+
+
+def dask_client(scheduler: str | None = None):
+    """Connect to a Dask scheduler (``tcp://host:8786`` or a scheduler file).
+
+    Returns the ``distributed.Client``; it becomes the default client, which
+    joblib's ``dask`` backend uses. Needs the ``dask`` extra.
+    """
+    try:
+        from distributed import Client
+    except ImportError:
+        raise RuntimeError("the dask backend needs Dask: pip install 'beets-cnngenre[dask]'") from None
+    if scheduler and os.path.exists(scheduler):
+        return Client(scheduler_file=scheduler)
+    return Client(scheduler) if scheduler else Client()
 
 
 def _effective_jobs(n_jobs: int, n_tasks: int) -> int:

@@ -17,7 +17,7 @@ from .extract import EXTRACTORS, extract_features, tag_names
 from .features import FeatureSettings
 from .labels import LabelChoice, choose_labels
 from .model import BACKBONES, GenreModel
-from .training import TrainConfig, train_head, train_scratch
+from .training import TrainConfig, resolve_device, train_head, train_scratch
 
 #: Feature settings of a new model of each backbone. musicnn sees 3 s
 #: patches (what it was trained on) spread over the track; the scratch CNN
@@ -59,6 +59,13 @@ def extractor_for(backbone: str, settings: FeatureSettings | None = None):
     return EXTRACTORS[kind](settings or DEFAULT_SETTINGS[backbone])
 
 
+def _with_device(extractor, device: str):
+    """Run the pretrained backbone where the genre network runs."""
+    if hasattr(extractor, "device"):
+        extractor.device = device
+    return extractor
+
+
 def train_on_files(
     paths: Sequence,
     track_genres: Sequence,
@@ -71,6 +78,7 @@ def train_on_files(
     n_jobs: int = 1,
     progress: bool = False,
     log=print,
+    backend: str = "loky",
 ) -> tuple[GenreModel, LabelChoice, list[Failure]]:
     """Train a genre model on tagged audio files.
 
@@ -95,6 +103,8 @@ def train_on_files(
         Progress bar on stderr.
     log : callable
         Receives one line of text at a time.
+    backend : {"loky", "threading", "dask"}
+        joblib backend of the feature extraction.
 
     Returns
     -------
@@ -106,7 +116,7 @@ def train_on_files(
         Fewer than two genres have enough tracks.
     """
     config = config or TrainConfig()
-    extractor = extractor_for(backbone)
+    extractor = _with_device(extractor_for(backbone), resolve_device(config.device))
     choice = choose_labels(list(track_genres), min_tracks, max_genres)
     _check_genres(choice, min_tracks)
 
@@ -114,7 +124,7 @@ def train_on_files(
     features: dict = {}
     failures = []
     for position, array, error in extract_features([paths[i] for i in chosen], extractor, cache, n_jobs,
-                                                   progress=progress, description="features"):
+                                                   progress=progress, description="features", backend=backend):
         if error:
             failures.append(Failure(chosen[position], error))
         else:
@@ -153,6 +163,7 @@ def predict_files(
     device: str = "cpu",
     progress: bool = False,
     batch_tracks: int = 64,
+    backend: str = "loky",
 ) -> Iterator[Prediction | Failure]:
     """Predict the genres of audio files.
 
@@ -174,6 +185,8 @@ def predict_files(
         Progress bar on stderr.
     batch_tracks : int
         Tracks per forward pass of the genre network.
+    backend : {"loky", "threading", "dask"}
+        joblib backend of the feature extraction.
 
     Yields
     ------
@@ -195,8 +208,9 @@ def predict_files(
             yield Prediction(index, [(model.genres[c], float(row[c])) for c in order], found)
         pending.clear()
 
-    for index, features, error in extract_features(paths, model.extractor(), cache, n_jobs,
-                                                   progress=progress, description="cnngenre"):
+    extractor = _with_device(model.extractor(), device)
+    for index, features, error in extract_features(paths, extractor, cache, n_jobs, progress=progress,
+                                                   description="cnngenre", backend=backend):
         if error:
             yield Failure(index, error)
             continue

@@ -1,0 +1,123 @@
+"""Tagging on import, forced CPU, and the Dask backend."""
+
+import shutil
+
+import mediafile
+import numpy as np
+import pytest
+from beets.test.helper import ImportHelper, PluginMixin
+
+from genre_cnn_core import GenreModel, predict_files
+
+
+class ImportHookHelper(PluginMixin, ImportHelper):
+    plugin = "cnngenre"
+
+    def copy_files(self, files, folder):
+        target = self.import_path / folder
+        target.mkdir(parents=True, exist_ok=True)
+        copies = []
+        for path, _ in files:
+            copies.append(target / path.name)
+            shutil.copy(path, copies[-1])
+        return copies
+
+
+class TestImportHook(ImportHookHelper):
+    def test_album_import_as_is_writes_fields_and_tags(self, library_files, scratch_model_path):
+        self.config["cnngenre"]["model"] = scratch_model_path
+        self.config["cnngenre"]["jobs"] = 1
+        self.copy_files(library_files[:3], "album")
+        self.setup_importer(autotag=False, copy=False, write=True).run()
+        items = list(self.lib.items())
+        assert len(items) == 3
+        for item in items:
+            assert item.cnn_model.startswith("scratch-") and item.cnn_genre
+            assert mediafile.MediaFile(item.filepath).cnn_genre == item.cnn_genre
+
+    def test_singleton_copy_import_tags_the_copy_only(self, library_files, scratch_model_path):
+        self.config["cnngenre"]["model"] = scratch_model_path
+        self.config["cnngenre"]["jobs"] = 1
+        [source] = self.copy_files(library_files[8:9], "single")
+        original = source.read_bytes()
+        self.setup_importer(autotag=False, singletons=True, copy=True, write=True).run()
+        [item] = list(self.lib.items())
+        assert item.cnn_genre and item.filepath != source
+        assert mediafile.MediaFile(item.filepath).cnn_genre == item.cnn_genre
+        assert source.read_bytes() == original
+
+    def test_import_without_write_leaves_files_alone(self, library_files, scratch_model_path):
+        self.config["cnngenre"]["model"] = scratch_model_path
+        self.config["cnngenre"]["jobs"] = 1
+        [source] = self.copy_files(library_files[:1], "nowrite")
+        original = source.read_bytes()
+        self.setup_importer(autotag=False, copy=False, write=False).run()
+        [item] = list(self.lib.items())
+        assert item.cnn_genre and source.read_bytes() == original
+
+    def test_import_goes_on_when_no_model_loads(self, library_files, tmp_path, caplog):
+        broken = tmp_path / "broken.pt"
+        broken.write_bytes(b"not a model")
+        self.config["cnngenre"]["model"] = str(broken)
+        self.copy_files(library_files[:2], "album")
+        self.setup_importer(autotag=False, copy=False, write=True).run()
+        items = list(self.lib.items())
+        assert len(items) == 2 and not any(item.get("cnn_model") for item in items)
+        warnings = [r.getMessage() for r in caplog.records if "not tagging on import" in r.getMessage()]
+        assert len(warnings) == 1 and "broken.pt" in warnings[0]
+
+
+class TestAutoOff(ImportHookHelper):
+    def setup_beets(self):
+        super().setup_beets()
+
+    @pytest.fixture(autouse=True)
+    def _auto_off(self):
+        self.config["cnngenre"]["auto"] = False
+        self.load_plugins()
+
+    def test_auto_off_predicts_nothing_on_import(self, library_files, scratch_model_path):
+        self.config["cnngenre"]["model"] = scratch_model_path
+        self.copy_files(library_files[:1], "album")
+        self.setup_importer(autotag=False, copy=False).run()
+        assert not any(item.get("cnn_model") for item in self.lib.items())
+
+
+def test_forced_cpu_and_threading_backend_match_loky(scratch_model_path, library_files):
+    model = GenreModel.load(scratch_model_path)
+    paths = [str(p) for p, _ in library_files[:6]]
+
+    def run(**kwargs):
+        return {r.index: dict(r.genres) for r in predict_files(model, paths, n_jobs=2, device="cpu", **kwargs)}
+
+    loky, threads = run(backend="loky"), run(backend="threading")
+    assert loky.keys() == threads.keys() == set(range(6))
+    for i in loky:
+        assert loky[i].keys() == threads[i].keys()
+        np.testing.assert_allclose(list(loky[i].values()), [threads[i][g] for g in loky[i]], atol=1e-5)
+
+
+def test_dask_local_cluster_gives_the_same_predictions(scratch_model_path, library_files, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    model = GenreModel.load(scratch_model_path)
+    paths = [str(p) for p, _ in library_files[:6]] + [str(tmp_path / "missing.wav")]
+    loky = {r.index: r for r in predict_files(model, paths, n_jobs=2)}
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster):
+        dask = {r.index: r for r in predict_files(model, paths, n_jobs=2, backend="dask")}
+    assert dask.keys() == loky.keys() == set(range(7))
+    for i in range(6):
+        assert [g for g, _ in dask[i].genres] == [g for g, _ in loky[i].genres]
+        np.testing.assert_allclose([p for _, p in dask[i].genres], [p for _, p in loky[i].genres], atol=1e-5)
+    assert dask[6].reason == loky[6].reason == "file not found"
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_predictions_match_cpu(scratch_model_path, library_files):
+    model = GenreModel.load(scratch_model_path)
+    paths = [str(p) for p, _ in library_files[:4]]
+    cpu = {r.index: dict(r.genres) for r in predict_files(model, paths, device="cpu")}
+    gpu = {r.index: dict(r.genres) for r in predict_files(model, paths, device="cuda")}
+    for i in cpu:
+        for genre, score in cpu[i].items():
+            assert abs(gpu[i][genre] - score) < 1e-3
