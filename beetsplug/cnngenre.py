@@ -70,6 +70,8 @@ class CnnGenrePlugin(BeetsPlugin):
         add = cmd.parser.add_option
         add("-t", "--train", action="store_true", default=False,
             help="train a model on items that have genres, then exit")
+        add("--eval", dest="evaluate", action="store_true", default=False,
+            help="evaluate the model on items with genres it was not trained on")
         add("-f", "--force", action="store_true", default=None,
             help="predict again for items the current model already tagged")
         add("-p", "--pretend", action="store_true", default=False,
@@ -137,6 +139,8 @@ class CnnGenrePlugin(BeetsPlugin):
         try:
             if opts.train:
                 self.train(lib, opts, args)
+            elif opts.evaluate:
+                self.evaluate(lib, opts, args)
             else:
                 self.predict(lib.items(args), opts, lib=lib, write=should_write(opts.write),
                              pretend=opts.pretend)
@@ -201,6 +205,41 @@ class CnnGenrePlugin(BeetsPlugin):
         ui.print_(f"saved {model.model_id} to {path} ({len(model.genres)} genres, "
                   f"{len(items) - len(failures)} tracks, {len(failures)} failed, "
                   f"{time.perf_counter() - started:.1f} s)")
+        self._save_plots(model, path)
+
+    def _save_plots(self, model, path):
+        from genre_cnn_core import plots
+
+        if not plots.matplotlib_available():
+            ui.print_("no plots: install matplotlib (pip install 'beets-cnngenre[plots]') for them")
+            return
+        stem = os.path.splitext(path)[0]
+        written = []
+        if model.metadata.get("validation"):
+            plots.save_confusion_matrix(model.metadata["validation"], model.genres, stem + ".confusion.png")
+            written.append(stem + ".confusion.png")
+        if model.metadata.get("history"):
+            plots.save_training_curve(model.metadata["history"], stem + ".training.png")
+            written.append(stem + ".training.png")
+        if written:
+            ui.print_("plots: " + ", ".join(written))
+
+    def evaluate(self, lib, opts, args):
+        from genre_cnn_core import evaluate_files, format_report
+
+        model = self.load_model(self._model_path(opts))
+        items = [item for item in lib.items(args) if item.genres]
+        report, counts = evaluate_files(
+            model, [item.filepath for item in items], [list(item.genres) for item in items],
+            cache=self._cache(opts), n_jobs=self._jobs(opts),
+            device=_inference_device(self._option(opts, "device")),
+            progress=sys.stderr.isatty(), backend=self._backend())
+        ui.print_(f"cnngenre: evaluating {model.model_id} on {counts['used']} items; left out: "
+                  f"{counts['trained_on']} it was trained on, {counts['other_genre']} with other genres, "
+                  f"{counts['failed']} that failed to decode")
+        if report is None:
+            raise ui.UserError("no items to evaluate on: tag some tracks the model was not trained on")
+        ui.print_(format_report(report, model.genres, scope="items the model was not trained on"))
 
     def predict(self, items, opts=None, lib=None, write=False, pretend=False, quiet=False):
         """Predict and store genres for ``items``; returns the items changed."""

@@ -7,6 +7,7 @@ onto these two functions, and a notebook can call them on a folder.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from typing import Iterator, Sequence
 
@@ -15,9 +16,10 @@ import numpy as np
 from .cache import FeatureCache
 from .extract import EXTRACTORS, extract_features, tag_names
 from .features import FeatureSettings
-from .labels import LabelChoice, choose_labels
+from .labels import LabelChoice, choose_labels, genre_key, split_genres
 from .model import BACKBONES, GenreModel
-from .training import TrainConfig, resolve_device, train_head, train_scratch
+from .training import (TrainConfig, classification_report, expected_calibration_error, resolve_device, train_head,
+                       train_scratch)
 
 #: Feature settings of a new model of each backbone. musicnn sees 3 s
 #: patches (what it was trained on) spread over the track; the scratch CNN
@@ -139,7 +141,67 @@ def train_on_files(
     trainer = train_head if backbone == "musicnn" else train_scratch
     model = trainer([features[i] for i in used], labels, groups, choice.genres, extractor.settings, config,
                     log=log)
+    model.metadata["trained_on"] = sorted(track_fingerprint(paths[i]) for i in used)
     return model, choice, failures
+
+
+def track_fingerprint(path) -> str:
+    """Short identifier of a file's location, recorded for the tracks a model learned from."""
+    return hashlib.sha1(os.fsencode(os.path.abspath(path))).hexdigest()[:16]
+
+
+def evaluate_files(
+    model: GenreModel,
+    paths: Sequence,
+    track_genres: Sequence,
+    cache: FeatureCache | None = None,
+    n_jobs: int = 1,
+    device: str = "cpu",
+    progress: bool = False,
+    backend: str = "loky",
+) -> tuple[dict | None, dict]:
+    """Evaluate a model on tagged files it was not trained on.
+
+    A file counts when its first genre is one of the model's genres (after
+    normalisation) and the model did not learn from it.
+
+    Returns
+    -------
+    (dict or None, dict)
+        The report of :func:`genre_cnn_core.training.classification_report`
+        with ``ece`` added (None when no file counts), and counts of the
+        files ``used``, ``trained_on``, ``other_genre`` and ``failed``.
+    """
+    known = {genre_key(g): c for c, g in enumerate(model.genres)}
+    seen = set(model.metadata.get("trained_on", []))
+    counts = {"used": 0, "trained_on": 0, "other_genre": 0, "failed": 0}
+    chosen, labels = [], []
+    for i, (path, genres) in enumerate(zip(paths, track_genres)):
+        first = split_genres(genres)[:1]
+        if not first or genre_key(first[0]) not in known:
+            counts["other_genre"] += 1
+        elif track_fingerprint(path) in seen:
+            counts["trained_on"] += 1
+        else:
+            chosen.append(i)
+            labels.append(known[genre_key(first[0])])
+    extractor = _with_device(model.extractor(), device)
+    features, truth = [], []
+    for position, array, error in extract_features([paths[i] for i in chosen], extractor, cache, n_jobs,
+                                                   progress=progress, description="evaluate", backend=backend):
+        if error:
+            counts["failed"] += 1
+        else:
+            features.append(array)
+            truth.append(labels[position])
+    counts["used"] = len(features)
+    if not features:
+        return None, counts
+    probabilities = model.predict_proba(features, device)
+    truth = np.asarray(truth)
+    report = classification_report(truth, probabilities.argmax(axis=1), model.genres)
+    report["ece"] = expected_calibration_error(probabilities, truth)
+    return report, counts
 
 
 def _check_genres(choice: LabelChoice, min_tracks: int) -> None:

@@ -156,17 +156,31 @@ def classification_report(y_true, y_pred, genres) -> dict:
     }
 
 
-def format_report(report: dict, genres, tracks_per_genre: dict | None = None) -> str:
-    """The validation report as a terminal table, with the confusion matrix."""
-    tracks_per_genre = tracks_per_genre or {}
+def format_report(report: dict, genres, tracks_per_genre: dict | None = None,
+                  scope: str = "validation tracks (their artists are not in training)") -> str:
+    """A report as a terminal table, with the confusion matrix.
+
+    Parameters
+    ----------
+    report : dict
+        From :func:`classification_report`.
+    genres : list of str
+    tracks_per_genre : dict, optional
+        Training tracks per genre, shown as a column when given.
+    scope : str
+        What the evaluated tracks are, for the summary line.
+    """
     width = max([len(g) for g in genres] + [5])
-    lines = [f"{'genre':<{width}}  precision  recall     f1  support  trained on"]
+    trained = tracks_per_genre is not None
+    lines = [f"{'genre':<{width}}  precision  recall     f1  support" + ("  trained on" if trained else "")]
     for name in genres:
         row = report["per_genre"][name]
         lines.append(f"{name:<{width}}  {row['precision']:9.2f}  {row['recall']:6.2f}  {row['f1']:5.2f}"
-                     f"  {row['support']:7d}  {tracks_per_genre.get(name, 0):11d}")
+                     f"  {row['support']:7d}" + (f"  {tracks_per_genre.get(name, 0):10d}" if trained else ""))
     lines.append(f"accuracy {report['accuracy']:.1%}, macro-F1 {report['macro_f1']:.3f} "
-                 f"on {report['tracks']} validation tracks (their artists are not in training)")
+                 f"on {report['tracks']} {scope}")
+    if "ece" in report:
+        lines.append(f"expected calibration error {report['ece']:.3f}")
     lines.append("confusion matrix (rows: tagged genre, columns: predicted):")
     abbreviations = [g[:5] for g in genres]
     lines.append(" " * (width + 2) + " ".join(f"{a:>5}" for a in abbreviations))

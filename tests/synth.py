@@ -87,7 +87,7 @@ def tag(path, genre: str | None = None, artist: str = "", title: str = "") -> No
     audio.save()
 
 
-def make_library_files(folder, per_genre: int = 8, seconds: float = 4.0, spellings=None):
+def make_library_files(folder, per_genre: int = 8, seconds: float = 4.0, spellings=None, seed: int = 0):
     """Tagged synthetic tracks, formats cycling over MP3, FLAC, Ogg and WAV.
 
     Two tracks per artist, so an artist-grouped split has several artists
@@ -100,7 +100,7 @@ def make_library_files(folder, per_genre: int = 8, seconds: float = 4.0, spellin
         for i in range(per_genre):
             ext = formats[i % len(formats)]
             path = folder / f"{genre}_{i:02d}.{ext}"
-            write_audio(path, synth_track(genre, seed=100 * g + i, seconds=seconds), 22050)
+            write_audio(path, synth_track(genre, seed=seed + 100 * g + i, seconds=seconds), 22050)
             written = spellings.get(genre, [genre])[i % len(spellings.get(genre, [genre]))]
             tag(path, genre=written, artist=f"{genre} artist {i // 2}", title=f"{genre} {i}")
             files.append((path, genre))

@@ -128,3 +128,23 @@ class TestErrors(CnnGenreHelper):
         self.add_files(library_files[:1])
         with pytest.raises(UserError, match="newer cnngenre"):
             self.run_command("cnngenre")
+
+
+class TestEvaluateAndPlots(CnnGenreHelper):
+    def test_training_writes_plots_and_eval_skips_training_tracks(self, library_files, heldout_files, capsys):
+        train_items = self.add_files(library_files)
+        self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "-e", "8", "-j", "1")
+        out = capsys.readouterr().out
+        stem = os.path.join(self.config.config_dir(), "cnngenre", "model")
+        assert os.path.getsize(stem + ".confusion.png") > 1000 and os.path.getsize(stem + ".training.png") > 1000
+        assert "plots: " in out
+
+        with pytest.raises(UserError, match="no items to evaluate on"):
+            self.run_command("cnngenre", "--eval", "-j", "1")
+        assert f"left out: {len(train_items)} it was trained on" in capsys.readouterr().out
+
+        held = self.add_files(heldout_files)
+        self.run_command("cnngenre", "--eval", "-j", "1")
+        out = capsys.readouterr().out
+        assert "evaluating scratch-" in out and f"on {len(held)} items;" in out
+        assert "accuracy" in out and "expected calibration error" in out and "confusion matrix" in out

@@ -1,0 +1,61 @@
+"""Training plots, written next to the model when matplotlib is installed."""
+
+from __future__ import annotations
+
+from .cache import atomic_write
+
+
+def matplotlib_available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_confusion_matrix(report: dict, genres, path: str) -> None:
+    """Confusion matrix of a validation report as a PNG (rows: tagged, columns: predicted)."""
+    import numpy as np
+
+    plt = _pyplot()
+    matrix = np.asarray(report["confusion"])
+    size = max(4.0, 0.5 * len(genres) + 2)
+    figure, axes = plt.subplots(figsize=(size, size))
+    axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(len(genres)), genres, rotation=60, ha="right")
+    axes.set_yticks(range(len(genres)), genres)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("tagged")
+    for (row, column), value in np.ndenumerate(matrix):
+        if value:
+            axes.text(column, row, str(value), ha="center", va="center",
+                      color="white" if value > matrix.max() / 2 else "black")
+    axes.set_title(f"validation: accuracy {report['accuracy']:.0%}, macro-F1 {report['macro_f1']:.2f}")
+    figure.tight_layout()
+    atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
+    plt.close(figure)
+
+
+def save_training_curve(history: list, path: str) -> None:
+    """Training and validation loss (and validation accuracy) per epoch as a PNG."""
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.plot(epochs, [h["train_loss"] for h in history], label="training loss")
+    if any("val_loss" in h for h in history):
+        axes.plot(epochs, [h.get("val_loss") for h in history], label="validation loss")
+        axes.plot(epochs, [h.get("val_accuracy") for h in history], label="validation accuracy")
+    axes.set_xlabel("epoch")
+    axes.legend()
+    figure.tight_layout()
+    atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
+    plt.close(figure)
