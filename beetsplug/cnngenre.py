@@ -259,27 +259,33 @@ class CnnGenrePlugin(BeetsPlugin):
                                 progress=not quiet and sys.stderr.isatty(), backend=self._backend())
         apply_genres = self._option(opts, "apply_genres")
         threshold = self.config["threshold"].as_number()
-        changed, failed = [], 0
-        for result in results:
-            item = todo[result.index]
-            if isinstance(result, Failure):
-                failed += 1
-                self._log.warning("{}: {}", paths[result.index], result.reason)
-                continue
-            if pretend:
-                genres = ", ".join(f"{g} {p:.2f}" for g, p in result.genres)
-                ui.print_(f"{item}: {genres}")
-                continue
-            self._set_fields(item, result, model, apply_genres and (force or not item.genres), threshold)
-            # One item at a time: an interrupted run leaves each item with
-            # all of its new fields or none.
-            if write:
-                item.try_write()
-            item.store()
-            changed.append(item)
+        changed, failed, done = [], 0, 0
+        try:
+            for result in results:
+                item = todo[result.index]
+                if isinstance(result, Failure):
+                    failed += 1
+                    self._log.warning("{}: {}", paths[result.index], result.reason)
+                    continue
+                done += 1
+                if pretend:
+                    genres = ", ".join(f"{g} {p:.2f}" for g, p in result.genres)
+                    ui.print_(f"{item}: {genres}")
+                    continue
+                self._set_fields(item, result, model, apply_genres and (force or not item.genres), threshold)
+                # One item at a time: an interrupted run leaves each item with
+                # all of its new fields or none.
+                if write:
+                    item.try_write()
+                item.store()
+                changed.append(item)
+        except KeyboardInterrupt:
+            if not quiet:
+                ui.print_(f"cnngenre: interrupted after {done} of {len(todo)} items; they are saved, "
+                          "and running the command again continues with the rest")
+            raise
         if not quiet:
             elapsed = time.perf_counter() - started
-            done = len(todo) - failed
             rate = f" ({done / elapsed:.1f} tracks/s)" if elapsed > 0 and done else ""
             verb = "would predict" if pretend else "predicted"
             ui.print_(f"cnngenre: {verb} {done}, skipped {skipped} (already tagged by {model.model_id}; "

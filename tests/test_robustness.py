@@ -225,7 +225,8 @@ def test_ctrl_c_keeps_whole_items_and_a_rerun_continues(many_files, scratch_mode
     while time.time() < deadline and process.poll() is None and not _prediction_rows(db)[0]:
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
-    process.communicate(timeout=30)
+    out, _ = process.communicate(timeout=30)
+    assert "interrupted after" in out and "continues with the rest" in out
     time.sleep(1.0)
     assert _processes_with(mark) == []  # no orphan workers
     fields, total = _prediction_rows(db)
