@@ -96,10 +96,15 @@ class GenreHead(nn.Module):
         Hidden units; 0 makes the head a logistic regression.
     dropout : float
         Dropout before each linear layer.
+    offset : int
+        Index of the first embedding feature the head reads: the head sees
+        ``x[:, offset:offset + in_dim]`` (e.g. only musicnn's tag probabilities).
     """
 
-    def __init__(self, in_dim, n_genres, hidden=0, dropout=0.0):
+    def __init__(self, in_dim, n_genres, hidden=0, dropout=0.0, offset=0):
         super().__init__()
+        self.offset = offset
+        self.in_dim = in_dim
         self.register_buffer("mean", torch.zeros(in_dim))
         self.register_buffer("scale", torch.ones(in_dim))
         if hidden:
@@ -108,12 +113,16 @@ class GenreHead(nn.Module):
         else:
             self.layers = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, n_genres))
 
+    def _features(self, x):
+        return x[:, self.offset:self.offset + self.in_dim]
+
     def set_standardisation(self, embeddings: torch.Tensor) -> None:
-        self.mean.copy_(embeddings.mean(dim=0))
-        self.scale.copy_(1.0 / embeddings.std(dim=0).clamp_min(1e-4))
+        used = self._features(embeddings)
+        self.mean.copy_(used.mean(dim=0))
+        self.scale.copy_(1.0 / used.std(dim=0).clamp_min(1e-4))
 
     def forward(self, x):
-        return self.layers((x - self.mean) * self.scale)
+        return self.layers((self._features(x) - self.mean) * self.scale)
 
 
 class ScratchNetwork(nn.Module):

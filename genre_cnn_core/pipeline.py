@@ -22,8 +22,9 @@ from .training import (TrainConfig, classification_report, expected_calibration_
                        train_scratch)
 
 #: Feature settings of a new model of each backbone. musicnn sees 3 s
-#: patches (what it was trained on) spread over the track; the scratch CNN
-#: learns from random 3 s windows of longer excerpts.
+#: patches (what it was trained on) spread over the track: 4 beat 1, 2 and 8
+#: in bench/accuracy; the scratch CNN learns from random 3 s windows of
+#: longer excerpts.
 DEFAULT_SETTINGS = {
     "musicnn": FeatureSettings(excerpt_seconds=3.0, n_excerpts=4),
     "scratch": FeatureSettings(excerpt_seconds=10.0, n_excerpts=3),
