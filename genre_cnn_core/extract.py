@@ -209,7 +209,7 @@ def extract_features(
         batch_size = max(1, min(batch_size, -(-len(todo) // workers)))
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
         if workers == 1 and backend == "loky":
-            results = (_compute_batch(extractor, cache, batch, threads) for batch in batches)
+            results = _in_process(extractor, cache, batches, threads)
         else:
             if backend != "loky":
                 threads = 1  # threads share a process; Dask workers bring their own cores
@@ -226,6 +226,18 @@ def extract_features(
                              "the audio at the same paths (shared storage)")
                 bar.update()
                 yield index, features, error
+
+
+def _in_process(extractor, cache, batches, threads):
+    """Compute batches in this process, leaving the caller's torch threads as they were."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        for batch in batches:
+            yield _compute_batch(extractor, cache, batch, threads)
+    finally:
+        torch.set_num_threads(before)
 
 
 def dask_client(scheduler: str | None = None):
