@@ -283,6 +283,8 @@ class CnnGenrePlugin(BeetsPlugin):
             if not quiet:
                 ui.print_(f"cnngenre: interrupted after {done} of {len(todo)} items; they are saved, "
                           "and running the command again continues with the rest")
+                # Worker shutdown after Ctrl-C can end the process before buffers are flushed.
+                sys.stdout.flush()
             raise
         if not quiet:
             elapsed = time.perf_counter() - started
