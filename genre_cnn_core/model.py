@@ -117,9 +117,17 @@ class GenreHead(nn.Module):
         return x[:, self.offset:self.offset + self.in_dim]
 
     def set_standardisation(self, embeddings: torch.Tensor) -> None:
+        """Centre and scale each feature by its mean and spread over ``embeddings``.
+
+        A single row has no spread (its sample standard deviation is NaN):
+        it is only centred.
+        """
         used = self._features(embeddings)
         self.mean.copy_(used.mean(dim=0))
-        self.scale.copy_(1.0 / used.std(dim=0).clamp_min(1e-4))
+        if len(used) > 1:
+            self.scale.copy_(1.0 / used.std(dim=0).clamp_min(1e-4))
+        else:
+            self.scale.fill_(1.0)
 
     def forward(self, x):
         return self.layers((self._features(x) - self.mean) * self.scale)

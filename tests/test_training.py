@@ -1,0 +1,21 @@
+import numpy as np
+import torch
+
+from genre_cnn_core.model import GenreHead
+from genre_cnn_core.training import TrainConfig, train_head
+from genre_cnn_core.features import FeatureSettings
+
+
+def test_standardisation_of_a_single_track_is_finite():
+    head = GenreHead(in_dim=5, n_genres=3)
+    one_track = torch.tensor([[0.5, -2.0, 3.0, 0.0, 1.0]])
+    head.set_standardisation(one_track)
+    assert torch.isfinite(head.mean).all() and torch.isfinite(head.scale).all()
+    assert torch.isfinite(head(one_track)).all()
+
+
+def test_head_trained_on_a_single_track_predicts_finite_probabilities():
+    embedding = np.random.default_rng(0).normal(size=(1, 8)).astype(np.float32)
+    model = train_head(embedding, [0], ["artist"], ["jazz", "rock"], FeatureSettings(),
+                       TrainConfig(head_tags=0, device="cpu"), log=lambda line: None)
+    assert np.isfinite(model.predict_proba(list(embedding))).all()
