@@ -100,16 +100,34 @@ def test_forced_cpu_and_threading_backend_match_loky(scratch_model_path, library
 def test_dask_local_cluster_gives_the_same_predictions(scratch_model_path, library_files, tmp_path):
     distributed = pytest.importorskip("distributed")
     model = GenreModel.load(scratch_model_path)
-    paths = [str(p) for p, _ in library_files[:6]] + [str(tmp_path / "missing.wav")]
-    loky = {r.index: r for r in predict_files(model, paths, n_jobs=2)}
+    hidden = tmp_path / "not on the workers"
+    hidden.mkdir()
+    shutil.copy(library_files[6][0], hidden / "track.wav")
+    paths = [str(p) for p, _ in library_files[:6]] + [str(tmp_path / "missing.wav"), str(hidden / "track.wav")]
+    loky = {r.index: r for r in predict_files(model, paths[:7], n_jobs=2)}
+
+    def hide_folder_on_worker():
+        # The workers' storage lacks this folder, which the client has.
+        import os
+        real = os.path.getsize
+
+        def getsize(path):
+            if os.fsdecode(path).startswith(str(hidden)):
+                raise FileNotFoundError(path)
+            return real(path)
+        os.path.getsize = getsize
+
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster):
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        client.run(hide_folder_on_worker)
         dask = {r.index: r for r in predict_files(model, paths, n_jobs=2, backend="dask")}
-    assert dask.keys() == loky.keys() == set(range(7))
+    assert dask.keys() == set(range(8)) and loky.keys() == set(range(7))
     for i in range(6):
         assert [g for g, _ in dask[i].genres] == [g for g, _ in loky[i].genres]
         np.testing.assert_allclose([p for _, p in dask[i].genres], [p for _, p in loky[i].genres], atol=1e-5)
     assert dask[6].reason == loky[6].reason == "file not found"
+    assert "file not found on a Dask worker, though this machine has it" in dask[7].reason
+    assert "shared storage" in dask[7].reason
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
