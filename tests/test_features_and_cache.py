@@ -57,3 +57,26 @@ def test_parallel_extraction_matches_serial_and_reports_bad_files(library_files,
     for i in range(4):
         assert serial[i][1] is None and np.array_equal(serial[i][0], parallel[i][0])
     assert serial[4][0] is None and parallel[4][1] == serial[4][1]
+
+
+def test_log_mel_workers_never_import_torch(library_files, tmp_path):
+    # What a loky worker runs for the scratch backbone: unpickle the task, decode,
+    # log-mel, cache. torch's import would add seconds to every worker's start.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import pickle, sys
+        from genre_cnn_core.cache import FeatureCache
+        from genre_cnn_core.extract import LogMelExtractor, _compute_batch
+        from genre_cnn_core.features import FeatureSettings
+        task = pickle.loads(pickle.dumps((LogMelExtractor(FeatureSettings(excerpt_seconds=2.0, n_excerpts=2)),
+                                          FeatureCache({str(tmp_path)!r}))))
+        path = {str(library_files[0][0])!r}
+        [(index, features, error)] = _compute_batch(*task, [(0, path, task[1].key(path, task[0].namespace()))], 1)
+        assert error is None and features.shape[:2] == (2, 96), (error, features)
+        print("torch" in sys.modules)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
