@@ -8,20 +8,36 @@ The core of cnngenre; it knows nothing of beets. Typical use::
         ...
 """
 
-from .audio import AudioError, load_excerpts
-from .cache import FeatureCache
-from .features import FeatureSettings, log_mel
-from .labels import choose_labels, genre_key, split_genres
-from .model import GenreModel, ModelError
-from .pipeline import (DEFAULT_MODEL, DEFAULT_SETTINGS, Failure, Prediction, TrainingError, evaluate_files,
-                       predict_files, train_on_files)
-from .training import TrainConfig, format_report
+import importlib
+
+#: Public names and the submodule that defines each. They are imported on
+#: first use, so a feature-extraction worker that needs only audio and
+#: numpy never pays for importing torch (PEP 562).
+_EXPORTS = {
+    "AudioError": "audio", "load_excerpts": "audio",
+    "FeatureCache": "cache",
+    "FeatureSettings": "features", "log_mel": "features",
+    "choose_labels": "labels", "genre_key": "labels", "split_genres": "labels",
+    "GenreModel": "model", "ModelError": "model",
+    "DEFAULT_MODEL": "pipeline", "DEFAULT_SETTINGS": "pipeline", "Failure": "pipeline", "Prediction": "pipeline",
+    "TrainingError": "pipeline", "evaluate_files": "pipeline", "predict_files": "pipeline",
+    "train_on_files": "pipeline",
+    "TrainConfig": "training", "format_report": "training",
+}
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))
+
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AudioError", "DEFAULT_MODEL", "DEFAULT_SETTINGS", "Failure", "FeatureCache", "FeatureSettings",
-    "GenreModel", "ModelError", "Prediction", "evaluate_files", "TrainConfig", "TrainingError", "choose_labels",
-    "format_report", "genre_key", "load_excerpts", "log_mel", "predict_files", "split_genres",
-    "train_on_files",
-]
+__all__ = sorted(_EXPORTS)
