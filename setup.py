@@ -18,6 +18,7 @@ setup(
         "torch>=2.2,<2.14",
         "librosa>=0.10",
         "numpy>=1.24",
+        "scipy>=1.10",  # FFT of the log-mel features (also needed by librosa)
         "soundfile>=0.12",
         "soxr>=0.3",
         "av>=12",
