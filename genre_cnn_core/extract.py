@@ -124,7 +124,7 @@ EXTRACTORS = {LogMelExtractor.kind: LogMelExtractor, MusicnnExtractor.kind: Musi
 
 def _compute_batch(extractor, cache: FeatureCache, batch: list, threads: int) -> list:
     """Worker side: features of a batch of ``(index, path, key)``, cached."""
-    _set_torch_threads(threads)
+    set_torch_threads(threads)
     try:
         results = extractor.compute([path for _, path, _ in batch])
     except AudioError:
@@ -205,36 +205,27 @@ def extract_features(
         # Small runs still give every worker a share.
         batch_size = max(1, min(batch_size, -(-len(todo) // workers)))
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-        caller_threads = None
         if workers == 1 and backend == "loky":
             results = _in_process(extractor, cache, batches, threads)
         else:
             if backend != "loky":
                 threads = 1  # threads share a process; Dask workers bring their own cores
-            # The workers have the cores: what the caller runs on our results
-            # meanwhile (a genre network) gets one thread, whose idle spinning
-            # then does not steal the workers' time.
-            caller_threads = _set_torch_threads(1)
             # parallel_config, not Parallel(backend=...): it registers "dask" on first use.
             with joblib.parallel_config(backend=backend):
                 results = joblib.Parallel(n_jobs=-1 if backend == "dask" else workers,
                                           return_as="generator_unordered")(
                     joblib.delayed(_compute_batch)(extractor, cache, batch, threads) for batch in batches
                 )
-        try:
-            for rows in results:
-                for index, features, error in rows:
-                    if error == "file not found" and backend == "dask" and os.path.exists(paths[index]):
-                        error = ("file not found on a Dask worker, though this machine has it: workers need "
-                                 "the audio at the same paths (shared storage)")
-                    bar.update()
-                    yield index, features, error
-        finally:
-            if caller_threads is not None:
-                _set_torch_threads(caller_threads)
+        for rows in results:
+            for index, features, error in rows:
+                if error == "file not found" and backend == "dask" and os.path.exists(paths[index]):
+                    error = ("file not found on a Dask worker, though this machine has it: workers need "
+                             "the audio at the same paths (shared storage)")
+                bar.update()
+                yield index, features, error
 
 
-def _set_torch_threads(threads: int) -> int | None:
+def set_torch_threads(threads: int) -> int | None:
     """Set torch's thread count if this process uses torch; the previous count, else None.
 
     Log-mel workers never import torch (it costs seconds per process).
@@ -250,13 +241,13 @@ def _set_torch_threads(threads: int) -> int | None:
 
 def _in_process(extractor, cache, batches, threads):
     """Compute batches in this process, leaving the caller's torch threads as they were."""
-    before = _set_torch_threads(threads)
+    before = set_torch_threads(threads)
     try:
         for batch in batches:
             yield _compute_batch(extractor, cache, batch, threads)
     finally:
         if before is not None:
-            _set_torch_threads(before)
+            set_torch_threads(before)
 
 
 def dask_client(scheduler: str | None = None):

@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .cache import FeatureCache
-from .extract import EXTRACTORS, extract_features, tag_names
+from .extract import EXTRACTORS, extract_features, set_torch_threads, tag_names
 from .features import FeatureSettings
 from .labels import LabelChoice, choose_labels, genre_key, split_genres
 from .model import BACKBONES, GenreModel
@@ -272,13 +272,21 @@ def predict_files(
         pending.clear()
 
     extractor = _with_device(model.extractor(), device)
-    for index, features, error in extract_features(paths, extractor, cache, n_jobs, progress=progress,
-                                                   description="cnngenre", backend=backend):
-        if error:
-            yield Failure(index, error)
-            continue
-        pending.append((index, features))
-        if len(pending) >= batch_tracks:
+    # With workers, the genre network here gets one thread: two threads
+    # waiting on each other while workers hold the cores made it 13x
+    # slower (bench/SPEED.md), and the workers do the heavy part.
+    threads_before = set_torch_threads(1) if n_jobs != 1 and device == "cpu" else None
+    try:
+        for index, features, error in extract_features(paths, extractor, cache, n_jobs, progress=progress,
+                                                       description="cnngenre", backend=backend):
+            if error:
+                yield Failure(index, error)
+                continue
+            pending.append((index, features))
+            if len(pending) >= batch_tracks:
+                yield from flush()
+        if pending:
             yield from flush()
-    if pending:
-        yield from flush()
+    finally:
+        if threads_before is not None:
+            set_torch_threads(threads_before)

@@ -139,3 +139,19 @@ def test_cuda_predictions_match_cpu(scratch_model_path, library_files):
     for i in cpu:
         for genre, score in cpu[i].items():
             assert abs(gpu[i][genre] - score) < 1e-3
+
+
+def test_parallel_prediction_gives_the_genre_network_one_thread_and_restores_it(scratch_model_path,
+                                                                                library_files):
+    import torch
+
+    model = GenreModel.load(scratch_model_path)
+    paths = [str(p) for p, _ in library_files[:4]]
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        seen = [torch.get_num_threads() for _ in predict_files(model, paths, n_jobs=2, batch_tracks=2)]
+        assert seen == [1] * 4
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
