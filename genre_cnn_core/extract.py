@@ -206,7 +206,11 @@ def extract_features(
         batch_size = max(1, min(batch_size, -(-len(todo) // workers)))
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
         if workers == 1 and backend == "loky":
-            results = _in_process(extractor, cache, batches, threads)
+            # One thread even when more cores are idle: on a busy machine two
+            # torch threads spin-waiting for each other made musicnn 12x
+            # slower (10 tracks: 48 s vs 3.7 s); on an idle one, one thread
+            # costs a single track about 0.1 s.
+            results = _in_process(extractor, cache, batches, 1)
         else:
             if backend != "loky":
                 threads = 1  # threads share a process; Dask workers bring their own cores
