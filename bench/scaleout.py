@@ -9,10 +9,11 @@ It reuses the full-length library that ``bench/speed.py`` builds (and builds it
 when missing), then measures in one run:
 
 1. **Import overhead.** ``beet import -A -q`` of one 10-track album (3-5 min
-   tracks) into a fresh library with ``cnngenre.auto`` off, on, and on with
-   ``-w`` (write tags to the files), alternated ``--repeat`` times with an
-   empty feature cache; the overhead is the difference of the medians. As a
-   yardstick, decoding the album's excerpts alone in one process.
+   tracks), and of ``--albums`` albums in one session, into a fresh library
+   with ``cnngenre.auto`` off, on, and on with ``-w`` (write tags to the
+   files), alternated ``--repeat`` times with an empty feature cache; the
+   overhead is the difference of the medians. As a yardstick, decoding the
+   album's excerpts alone in one process.
 2. **Dask.** ``beet cnngenre -f`` over ``--tracks`` tracks with ``backend:
    dask`` on a ``distributed.LocalCluster`` of 1 and then 2 worker processes
    (one thread each), cold feature cache, workers warmed by a one-track run
@@ -50,27 +51,35 @@ class Library(speed.Beets):
         (home / "config.yaml").write_text(json.dumps(config, indent=1))
 
 
-def import_album(root: Path, album: Path, auto: bool, write: bool) -> speed.Measured:
-    """Import a fresh copy of ``album`` as-is into a fresh library; checks fields were (not) set."""
+def import_albums(root: Path, albums: list, auto: bool, write: bool) -> speed.Measured:
+    """Import fresh copies of ``albums`` as-is into a fresh library; checks fields were (not) set."""
     home = root / "import"
     beets = Library(home, auto=auto)
-    copy = home / "album"
-    shutil.copytree(album, copy)
-    result = beets.run("import", "-A", "-q", *(["-w"] if write else []), copy)
-    tagged = beets.run("ls", "-f", "$cnn_genre", check=True).stdout.split()
-    expected = len(list(album.iterdir())) if auto else 0
+    copies = []
+    for album in albums:
+        copies.append(home / "albums" / album.name)
+        shutil.copytree(album, copies[-1])
+    result = beets.run("import", "-A", "-q", *(["-w"] if write else []), *copies)
+    tagged = beets.run("ls", "-f", "$cnn_genre").stdout.split()
+    expected = sum(len(list(album.iterdir())) for album in albums) if auto else 0
     if len(tagged) != expected:
-        speed.PROBLEMS.append(f"import auto={auto} write={write}: {len(tagged)} of {expected} items tagged")
+        speed.PROBLEMS.append(f"import of {len(albums)} albums, auto={auto} write={write}: "
+                              f"{len(tagged)} of {expected} items tagged")
     return result
 
 
-def measure_import(root: Path, album: Path, repeat: int) -> dict:
-    modes = {"auto off": (False, False), "auto on": (True, False), "auto on, -w (write tags)": (True, True)}
-    runs = {name: [] for name in modes}
+#: Import modes: (cnngenre.auto, beet import -w).
+MODES = {"auto off": (False, False), "auto on": (True, False), "auto on, -w (write tags)": (True, True)}
+
+
+def measure_import(root: Path, albums: list, repeat: int) -> dict:
+    """``{(albums, mode): [Measured, ...]}`` for the first album alone and for all of ``albums``."""
+    runs = {}
     for round_ in range(repeat):
-        for name, (auto, write) in modes.items():
-            speed.log(f"import of a 10-track album, {name}, round {round_ + 1}")
-            runs[name].append(import_album(root, album, auto, write))
+        for count in (1, len(albums)):
+            for name, (auto, write) in MODES.items():
+                speed.log(f"import of {count} album(s), {name}, round {round_ + 1}")
+                runs.setdefault((count, name), []).append(import_albums(root, albums[:count], auto, write))
     return runs
 
 
@@ -134,8 +143,15 @@ def row(label: str, runs: list, baseline: float | None = None) -> list:
 
 
 def write_report(context: dict, imports: dict, decode: float, dask: dict, tracks: int) -> str:
-    base = statistics.median(r.wall for r in imports["auto off"])
-    import_rows = [row(name, runs, None if name == "auto off" else base) for name, runs in imports.items()]
+    counts = sorted({count for count, _ in imports})
+    import_rows = []
+    for count in counts:
+        base = statistics.median(r.wall for r in imports[(count, "auto off")])
+        import_rows += [row(f"{count} album{'s' if count > 1 else ''}, {name}", imports[(count, name)],
+                            None if name == "auto off" else base) for name in MODES]
+    overhead = {count: statistics.median(r.wall for r in imports[(count, "auto on")])
+                - statistics.median(r.wall for r in imports[(count, "auto off")]) for count in counts}
+    later = (overhead[counts[-1]] - overhead[counts[0]]) / (counts[-1] - counts[0]) if len(counts) > 1 else None
     loky = dask["loky, 2 workers"]
     dask_rows = [[label, f"{tracks / r.wall:.2f} tracks/s", f"{r.wall:.1f} s", f"{r.cpu:.1f} s",
                   f"{(tracks / r.wall) / (tracks / dask['dask, 1 worker'].wall):.2f} ×",
@@ -154,11 +170,16 @@ Written by `bench/scaleout.py`; every number below comes from the run it describ
 
 ## Tagging on import: one 10-track album
 
-Album: {context['album']} ({context['album_minutes']:.1f} min of audio, {context['album_formats']}).
+First album: {context['album']} ({context['album_minutes']:.1f} min of audio, {context['album_formats']});
+the {counts[-1]}-album runs add the next albums of the library (10 tracks each).
 `beet import -A -q` into a fresh library, empty feature cache, default model, `jobs: 2`;
 {context['repeat']} rounds, the modes alternated within each round.
 
-{speed.table(["mode", "median wall", "each run (s)", "median CPU", "overhead vs auto off"], import_rows)}
+{speed.table(["import", "median wall", "each run (s)", "median CPU", "overhead vs auto off"], import_rows)}
+
+Overhead of tagging on import (median wall, auto on − auto off): {overhead[counts[0]]:.2f} s for the
+first album (start-up: torch, the model, 2 workers that import torch and load musicnn, then the
+album's tracks){'' if later is None else f"; {later:.2f} s for each further album of the same import session (model and workers stay loaded)"}.
 
 Yardstick: decoding the excerpts the default model reads (4 × 3 s per track) from the album's
 10 tracks in one process takes {decode:.2f} s ({decode / 10 * 1000:.0f} ms per track).
@@ -184,6 +205,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tracks", type=int, default=60, help="tracks of the Dask runs (default 60)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of the import runs (default 3)")
+    parser.add_argument("--albums", type=int, default=3, help="albums of the longer import (default 3)")
     parser.add_argument("--root", type=Path, default=speed.DEFAULT_ROOT)
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -194,9 +216,10 @@ def main(argv=None) -> int:
     root = args.root / "run" / "scaleout"
     album_rows = [r for r in rows if Path(r["path"]).parent == Path(rows[0]["path"]).parent]
     album = Path(album_rows[0]["path"]).parent
+    albums = sorted({Path(r["path"]).parent for r in rows})[:args.albums]
     state = speed.git_state()
     speed.log(f"album {album}: {len(album_rows)} tracks")
-    imports = measure_import(root, album, args.repeat)
+    imports = measure_import(root, albums, args.repeat)
     decode = decode_album([r["path"] for r in album_rows])
     dask = measure_dask(root, rows, args.tracks)
     formats = {}
