@@ -326,12 +326,13 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, strength: float):
 
 
 def train_baseline(x: np.ndarray, y: np.ndarray, groups: Sequence, n_classes: int, seed: int = 0):
-    """Logistic regression with C and a temperature chosen on an inner grouped split.
+    """Logistic regression with C chosen on an inner grouped split, and a cross-fitted temperature.
 
     Mirrors :func:`genre_cnn_core.training.train_head`: the split is
     :func:`genre_cnn_core.training.grouped_split`, C minimises the
-    validation log loss, the temperature is fitted on the validation
-    logits, and the final model is refit on every training track.
+    validation log loss, the temperature is fitted on the pooled held-out
+    logits of ``CALIBRATION_SPLITS`` grouped splits, and the final model is
+    refit on every training track.
 
     Returns
     -------
@@ -340,7 +341,7 @@ def train_baseline(x: np.ndarray, y: np.ndarray, groups: Sequence, n_classes: in
         a pair, calibrated (with the temperature) and not (temperature 1).
     """
     from genre_cnn_core.model import softmax
-    from genre_cnn_core.training import fit_temperature, grouped_split
+    from genre_cnn_core.training import CALIBRATION_SPLITS, fit_temperature, grouped_split
 
     train, val = grouped_split(y, groups, 0.2, seed)
     strength, temperature = 1.0, 1.0
@@ -353,7 +354,14 @@ def train_baseline(x: np.ndarray, y: np.ndarray, groups: Sequence, n_classes: in
             if best is None or loss < best[0]:
                 best = (loss, candidate, logits)
         _, strength, val_logits = best
-        temperature = fit_temperature(val_logits, y[val])
+        logits, truth = [val_logits], [y[val]]
+        for extra in range(1, CALIBRATION_SPLITS):
+            inner, held = grouped_split(y, groups, 0.2, seed + extra)
+            if len(held) and len(np.unique(y[inner])) > 1:
+                model = fit_logistic(x[inner], y[inner], strength)
+                logits.append(full_logits(model.decision_function(x[held]), model.classes_, n_classes))
+                truth.append(y[held])
+        temperature = fit_temperature(np.concatenate(logits), np.concatenate(truth))
     model = fit_logistic(x, y, strength)
 
     def predict(features):

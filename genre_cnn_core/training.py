@@ -249,9 +249,11 @@ def train_head(embeddings, labels, groups, genres, settings: FeatureSettings, co
                log=print) -> GenreModel:
     """Train a genre head on pretrained embeddings.
 
-    The L2 penalty is chosen on an artist-grouped validation split; the
-    report and the temperature come from that split, and the saved head
-    is then refit on every track.
+    The L2 penalty is chosen on an artist-grouped validation split, and
+    the report comes from that split; the temperature is fitted on the
+    held-out logits of that and further artist-grouped splits (the saved
+    head is refit on every track, so no one split's head is the one
+    shipped).
     """
     start = time.perf_counter()
     x = torch.tensor(np.asarray(embeddings, dtype=np.float32))
@@ -264,12 +266,35 @@ def train_head(embeddings, labels, groups, genres, settings: FeatureSettings, co
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train_head(x, y, train, val, genres, settings, config, offset, start, labels)
+        return _train_head(x, y, train, val, groups, genres, settings, config, offset, start, labels)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_head(x, y, train, val, genres, settings, config, offset, start, labels):
+#: Artist-grouped splits whose held-out logits the head's temperature is fitted on.
+CALIBRATION_SPLITS = 5
+
+
+def _cross_fitted_temperature(x, y, groups, n_classes, val_logits, val_labels, penalty, config, offset):
+    """Temperature fitted on the held-out logits of several artist-grouped splits.
+
+    The shipped head is refit on every track, so one split's head and its
+    few held-out tracks calibrate it poorly; heads with the chosen penalty
+    are trained on ``CALIBRATION_SPLITS`` splits (the first gave
+    ``val_logits``) and the temperature fits their pooled held-out logits.
+    """
+    logits, truth = [val_logits], [val_labels]
+    for extra in range(1, CALIBRATION_SPLITS):
+        train, val = grouped_split(y.numpy(), groups, config.val_fraction, config.seed + extra)
+        if len(val):
+            head = _fit_head(x[train], y[train], n_classes, penalty, config.hidden, config.seed, offset)
+            with torch.no_grad():
+                logits.append(head(x[val]).numpy())
+            truth.append(y[val].numpy())
+    return fit_temperature(np.concatenate(logits), np.concatenate(truth))
+
+
+def _train_head(x, y, train, val, groups, genres, settings, config, offset, start, labels):
     n_classes = len(genres)
     report, temperature, penalty = None, 1.0, 1e-2
     if len(val):
@@ -283,7 +308,8 @@ def _train_head(x, y, train, val, genres, settings, config, offset, start, label
         _, penalty, head = best
         with torch.no_grad():
             val_logits = head(x[val]).numpy()
-        temperature = fit_temperature(val_logits, y[val].numpy())
+        temperature = _cross_fitted_temperature(x, y, groups, n_classes, val_logits, y[val].numpy(), penalty,
+                                                config, offset)
         report = classification_report(y[val].numpy(), val_logits.argmax(axis=1), genres)
         report["ece"] = expected_calibration_error(softmax(val_logits, temperature), y[val].numpy())
     head = _fit_head(x, y, n_classes, penalty, config.hidden, config.seed, offset)
