@@ -49,8 +49,8 @@ class CnnGenrePlugin(BeetsPlugin):
             "tag_threshold": 0.3,
             "min_tracks": 10,
             "max_genres": 0,
-            "epochs": 60,
-            "minutes": 10.0,
+            "epochs": 30,
+            "minutes": 2.5,
             "force": False,
         })
         self._model = None

@@ -648,7 +648,8 @@ class Plan:
     datasets : tuple of str
     n_splits : int
         Folds of the artist-grouped stratified k-fold shared by every approach.
-    scratch_epochs : int
+    scratch_epochs : int or None
+        Epochs of the scratch CNN; None trains the library's default recipe (``TrainConfig()``).
     n_excerpts, parts, hidden : tuple
         Values of the musicnn knobs tried, one knob at a time.
     checked_parts, checked_excerpts : tuple
@@ -666,7 +667,7 @@ class Plan:
 
     datasets: tuple
     n_splits: int
-    scratch_epochs: int
+    scratch_epochs: int | None
     n_excerpts: tuple
     parts: tuple
     hidden: tuple
@@ -680,7 +681,7 @@ class Plan:
 
 
 FULL = Plan(
-    datasets=("gtzan-dev", "jamendo"), n_splits=5, scratch_epochs=30,
+    datasets=("gtzan-dev", "jamendo"), n_splits=5, scratch_epochs=None,
     n_excerpts=(1, 2, 4, 8), parts=("pooled", "tags", "both"), hidden=(0, 256),
     checked_parts=("tags", "both"), checked_excerpts=(4,), logo_check=True,
     grid_parts=("tags", "both"), grid_excerpts=(1, 2, 4, 8), grid_seeds=(0, 1, 2), transfer=True,
@@ -783,16 +784,45 @@ def musicnn_variants(plan: Plan, default: Recipe) -> list:
     return variants
 
 
+def scratch_name(plan: Plan) -> str:
+    """Name of the scratch CNN approach of a plan."""
+    if plan.scratch_epochs is None:
+        return "scratch CNN (default recipe)"
+    return f"scratch CNN ({plan.scratch_epochs} epochs)"
+
+
+def scratch_config_text(plan: Plan) -> str:
+    """The scratch CNN's training settings, as the report states them."""
+    from genre_cnn_core.training import TrainConfig
+
+    config = TrainConfig()
+    epochs = config.epochs if plan.scratch_epochs is None else plan.scratch_epochs
+    kind = "`TrainConfig()` (the library default)" if plan.scratch_epochs is None else \
+        f"`TrainConfig(epochs={plan.scratch_epochs})`"
+    return (f"{kind}: {epochs} epochs, batch {config.batch_size}, peak learning rate {config.learning_rate:g}, "
+            f"mixup alpha {config.mixup:g}, network {config.network or 'defaults'}")
+
+
+def scratch_excerpts_text() -> str:
+    """The scratch CNN's excerpts, e.g. ``3 x 10 s``."""
+    from genre_cnn_core.pipeline import DEFAULT_SETTINGS
+
+    settings = DEFAULT_SETTINGS["scratch"]
+    return f"{settings.n_excerpts} x {settings.excerpt_seconds:g} s at {settings.sample_rate // 1000} kHz"
+
+
 def build_approaches(data: Dataset, features: Features, plan: Plan) -> list:
     """Baseline, scratch CNN, default musicnn head, then the musicnn variants."""
     from genre_cnn_core.pipeline import DEFAULT_SETTINGS
     from genre_cnn_core.training import TrainConfig
 
-    scratch_config = TrainConfig(epochs=plan.scratch_epochs, device="cpu")
+    scratch_config = TrainConfig(device="cpu")
+    if plan.scratch_epochs is not None:
+        scratch_config = dataclasses.replace(scratch_config, epochs=plan.scratch_epochs)
     found = [
         Approach("baseline (hand-crafted + logistic regression)", baseline_approach(features.handcrafted, data),
                  True),
-        Approach(f"scratch CNN ({plan.scratch_epochs} epochs max)",
+        Approach(scratch_name(plan),
                  scratch_approach(features.logmel, data, DEFAULT_SETTINGS["scratch"], scratch_config), False),
     ]
     for name, recipe in musicnn_variants(plan, default_recipe()):
@@ -1047,10 +1077,11 @@ def render(runs: list, transfer, plan: Plan, command: str, wall: float, feature_
         "calibrated probabilities (`GenreModel.predict_proba`); ECE at T=1: the same without the temperature, "
         "to show what the calibration does. Inside each training fold an inner artist-grouped "
         "split (`training.grouped_split`) picks the head's L2 penalty or the baseline's C, fits the temperature "
-        "and (scratch CNN) stops early. Baseline: mean and std of 20 MFCCs, 96 log-mel bands, 6 spectral-contrast "
+        "(scratch CNN) only reports and calibrates. Baseline: mean and std of 20 MFCCs, 96 log-mel bands, 6 spectral-contrast "
         "bands and 12 chroma bins over the frames of the scratch CNN's excerpts (3 x 10 s at 16 kHz, decoded by "
         "`audio.load_excerpts`), standardised, class-balanced logistic regression. Scratch CNN: "
-        f"`train_scratch` with `TrainConfig(epochs={plan.scratch_epochs})` on the default log-mel excerpts. "
+        f"`train_scratch` with {scratch_config_text(plan)} on the default log-mel excerpts "
+        f"(`DEFAULT_SETTINGS['scratch']`: {scratch_excerpts_text()}). "
         "The default musicnn recipe is read from the library (`DEFAULT_SETTINGS['musicnn']`, `TrainConfig()`'s "
         "`head_tags` and `hidden`); the variants change one knob of it at a time (the benchmark slices the "
         "embedding itself and trains with `head_tags=0`, equivalent to the library's slicing): parts (pooled = "

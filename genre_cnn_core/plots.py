@@ -51,9 +51,12 @@ def save_training_curve(history: list, path: str) -> None:
     epochs = [h["epoch"] for h in history]
     figure, axes = plt.subplots(figsize=(6, 4))
     axes.plot(epochs, [h["train_loss"] for h in history], label="training loss")
-    if any("val_loss" in h for h in history):
-        axes.plot(epochs, [h.get("val_loss") for h in history], label="validation loss")
-        axes.plot(epochs, [h.get("val_accuracy") for h in history], label="validation accuracy")
+    # Validation runs only every few epochs: plot the epochs that have it, with markers.
+    validated = [h for h in history if "val_loss" in h]
+    if validated:
+        checked = [h["epoch"] for h in validated]
+        axes.plot(checked, [h["val_loss"] for h in validated], marker="o", label="validation loss")
+        axes.plot(checked, [h["val_accuracy"] for h in validated], marker="o", label="validation accuracy")
     axes.set_xlabel("epoch")
     axes.legend()
     figure.tight_layout()

@@ -1,9 +1,10 @@
 import numpy as np
+import pytest
 import torch
 
+from genre_cnn_core.features import FeatureSettings
 from genre_cnn_core.model import GenreHead
 from genre_cnn_core.training import TrainConfig, train_head
-from genre_cnn_core.features import FeatureSettings
 
 
 def test_standardisation_of_a_single_track_is_finite():
@@ -19,3 +20,14 @@ def test_head_trained_on_a_single_track_predicts_finite_probabilities():
     model = train_head(embedding, [0], ["artist"], ["jazz", "rock"], FeatureSettings(),
                        TrainConfig(head_tags=0, device="cpu"), log=lambda line: None)
     assert np.isfinite(model.predict_proba(list(embedding))).all()
+
+
+def test_one_cycle_schedule_warms_up_to_the_peak_then_anneals_to_zero():
+    from genre_cnn_core.training import one_cycle_factor
+
+    factors = [one_cycle_factor(p / 100) for p in range(101)]
+    assert factors[0] == pytest.approx(1 / 25)
+    assert max(factors) == pytest.approx(1.0) and factors[30] == pytest.approx(1.0)
+    assert factors[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(a <= b for a, b in zip(factors[:31], factors[1:31]))
+    assert all(a >= b for a, b in zip(factors[30:], factors[31:]))
