@@ -378,6 +378,18 @@ def one_cycle_factor(progress: float, warm_up: float = 0.3) -> float:
     return (1 + math.cos(math.pi * min(1.0, (progress - warm_up) / (1 - warm_up)))) / 2
 
 
+def _fit_to_budget(planned: int, done: int, elapsed: float, budget: float) -> int:
+    """Steps the schedule can have when ``done`` steps took ``elapsed`` seconds of ``budget``.
+
+    Unchanged while the pace fits, so training within the budget is
+    reproducible; else as many steps as the pace allows (``done`` when the
+    budget is spent).
+    """
+    if done == 0 or elapsed / done * planned <= budget:
+        return planned
+    return max(done, min(planned, int(budget / (elapsed / done))))
+
+
 def _validation_scores(model, val_features, val_labels, device) -> dict:
     logits = model.logits(val_features, device)
     loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_labels))
@@ -391,9 +403,10 @@ def train_scratch(features, labels, groups, genres, settings: FeatureSettings, c
     Each step sees random windows of random excerpts (class-balanced
     sampling, gain and masking augmentation, mixup, label smoothing);
     AdamW with a one-cycle schedule that runs to its end, and the final
-    weights are kept. The schedule advances by steps or by wall-clock time
-    against ``config.minutes``, whichever is further, so a slow machine
-    ends with an annealed network within the budget rather than a cut-off one.
+    weights are kept. When the pace of the steps so far would overrun
+    ``config.minutes``, the rest of the schedule is shortened to fit, so a
+    slow machine ends with an annealed network within the budget rather
+    than a cut-off one; within the budget, training is reproducible.
 
     The artist-grouped validation tracks only report and calibrate: choosing
     weights on them (early stopping) kept barely trained networks when a
@@ -422,16 +435,16 @@ def train_scratch(features, labels, groups, genres, settings: FeatureSettings, c
     val_features = [features[i] for i in val]
     # Validating costs about a third of a step per window: only ~10 times a run, for the curve.
     validate_every = max(1, config.epochs // 10)
-    history, done, progress = [], 0, 0.0
+    history, done, planned = [], 0, total_steps
     for epoch in range(1, config.epochs + 1):
         network.train()
         losses = []
         for _ in range(steps):
-            progress = max(done / total_steps, (time.perf_counter() - start) / budget)
-            if progress >= 1.0:
+            planned = _fit_to_budget(planned, done, time.perf_counter() - start, budget)
+            if done >= planned:
                 break
             for group in optimiser.param_groups:
-                group["lr"] = config.learning_rate * one_cycle_factor(progress)
+                group["lr"] = config.learning_rate * one_cycle_factor(done / planned)
             chosen = rng.choice(train, size=config.batch_size, p=sampling)
             batch = _augment(_random_windows(features, chosen, window, rng).to(device), generator)
             target = torch.from_numpy(labels_np[chosen]).to(device)
@@ -443,7 +456,7 @@ def train_scratch(features, labels, groups, genres, settings: FeatureSettings, c
             losses.append(loss.item())
         if not losses:
             break
-        finished = done >= total_steps or progress >= 1.0
+        finished = done >= planned
         record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
         if len(val) and (epoch % validate_every == 0 or finished):
             record.update(_validation_scores(model, val_features, labels_np[val], device))
@@ -452,7 +465,7 @@ def train_scratch(features, labels, groups, genres, settings: FeatureSettings, c
         if finished:
             break
     if done < total_steps:
-        log(f"time budget of {config.minutes:g} min: the schedule ran in {done} of {total_steps} steps")
+        log(f"time budget of {config.minutes:g} min: the schedule was shortened to {done} of {total_steps} steps")
     network.cpu().eval()
     report, temperature = None, 1.0
     if len(val):

@@ -31,3 +31,12 @@ def test_one_cycle_schedule_warms_up_to_the_peak_then_anneals_to_zero():
     assert factors[-1] == pytest.approx(0.0, abs=1e-12)
     assert all(a <= b for a, b in zip(factors[:31], factors[1:31]))
     assert all(a >= b for a, b in zip(factors[30:], factors[31:]))
+
+
+def test_schedule_is_shortened_only_when_the_pace_overruns_the_budget():
+    from genre_cnn_core.training import _fit_to_budget
+
+    assert _fit_to_budget(planned=100, done=0, elapsed=5.0, budget=10.0) == 100
+    assert _fit_to_budget(planned=100, done=10, elapsed=1.0, budget=10.0) == 100
+    assert _fit_to_budget(planned=100, done=10, elapsed=2.0, budget=10.0) == 50
+    assert _fit_to_budget(planned=100, done=10, elapsed=12.0, budget=10.0) == 10
