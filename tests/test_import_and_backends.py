@@ -155,3 +155,16 @@ def test_parallel_prediction_gives_the_genre_network_one_thread_and_restores_it(
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_trains_the_scratch_cnn_with_mixed_precision(library_files, feature_cache):
+    from genre_cnn_core import TrainConfig, train_on_files
+
+    paths = [str(p) for p, _ in library_files]
+    model, _, failures = train_on_files(paths, [g for _, g in library_files], backbone="scratch", min_tracks=4,
+                                        config=TrainConfig(epochs=3, device="cuda"), cache=feature_cache,
+                                        log=lambda line: None)
+    assert not failures and model.metadata["device"] == "cuda"
+    probabilities = model.predict_proba([np.zeros((1, 96, 400), np.float16)])
+    assert np.isfinite(probabilities).all() and abs(probabilities.sum() - 1) < 1e-4
