@@ -383,9 +383,11 @@ def _fit_to_budget(planned: int, done: int, elapsed: float, budget: float) -> in
 
     Unchanged while the pace fits, so training within the budget is
     reproducible; else as many steps as the pace allows (``done`` when the
-    budget is spent).
+    budget is spent). The pace is judged only after a tenth of the budget:
+    a fresh process's first step takes seconds (lazy kernel set-up), which
+    projected over the whole schedule cut it to a sixth (bench/SPEED.md).
     """
-    if done == 0 or elapsed / done * planned <= budget:
+    if done == 0 or elapsed < 0.1 * budget or elapsed / done * planned <= budget:
         return planned
     return max(done, min(planned, int(budget / (elapsed / done))))
 
