@@ -1135,15 +1135,15 @@ def run_plan(plan: Plan, data_root: str, cache, log) -> tuple:
     return runs, transfer, feature_seconds
 
 
-def write_section(path: str, body: str) -> None:
-    """Replace (or add) the ``## Accuracy`` section of a Markdown file."""
+def write_section(path: str, body: str, heading: str = HEADING) -> None:
+    """Replace (or add) the ``heading`` section (default ``## Accuracy``) of a Markdown file."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     existing = ""
     if os.path.exists(path):
         with open(path) as handle:
             existing = handle.read()
     with open(path, "w") as handle:
-        handle.write(replace_section(existing, HEADING, body))
+        handle.write(replace_section(existing, heading, body))
 
 
 def main(argv=None) -> None:

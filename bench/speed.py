@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Speed benchmark of cnngenre: one command, every figure written to ``bench/SPEED.md``.
+"""Speed benchmark of cnngenre: one command, every figure written to ``bench/RESULTS.md``.
 
 Usage (from the repository root)::
 
@@ -15,9 +15,9 @@ One run, with 2 workers everywhere:
 2. measures the decoding floor, ``beet cnngenre -f`` cold and warm for both
    backbones, a per-stage breakdown, a one-track run, peak memory, cache size,
    training speed, and the Essentia ``MusicExtractor`` as a peer;
-3. writes the figures, with the targets beside them, to ``bench/SPEED.md``
-   (``--quick``: a 40-track smoke run written to ``bench/out/SPEED-quick.md``
-   unless ``--out`` says otherwise).
+3. writes the figures, with the targets beside them, as the ``## Speed``
+   section of ``bench/RESULTS.md`` (``--quick``: a 40-track smoke run written
+   to ``bench/out/SPEED-quick.md`` unless ``--out`` says otherwise).
 
 Audio from ``/work/shared/data`` is never copied into the repository.
 """
@@ -91,7 +91,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Plan]:
     parser.add_argument("--quick", action="store_true", help="a small run of a few minutes")
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="where libraries and runs live")
     parser.add_argument("--out", type=Path,
-                        help="report file (default bench/SPEED.md; quick: bench/out/SPEED-quick.md)")
+                        help="report file (default: the Speed section of bench/RESULTS.md; quick: bench/out/SPEED-quick.md)")
     parser.add_argument("--no-essentia", action="store_true", help="skip the Essentia peer")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -106,7 +106,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Plan]:
         essentia_tracks=2 if quick else 5,
     )
     if args.out is None:
-        args.out = REPO / "bench" / ("out/SPEED-quick.md" if quick else "SPEED.md")
+        args.out = REPO / "bench" / ("out/SPEED-quick.md" if quick else "RESULTS.md")
     return args, plan
 
 
@@ -1208,7 +1208,7 @@ def library_summary(rows: list) -> str:
 
 
 def write_report(path: Path, context: dict, figures: list, stages: dict) -> None:
-    """Write SPEED.md from the measured values."""
+    """Write the report from the measured values (see :func:`save_report`)."""
     loads = [load[0] for load in LOADS]
     essentia = context["essentia"]
     peer = (f"Essentia {essentia.get('version')} ({essentia.get('install')}): MusicExtractor set-up "
@@ -1276,8 +1276,24 @@ Measured in one process with one torch thread (what each of the 2 workers gets),
   computed in the `beet` process itself (no worker pool).
 - Status n/a: the target is for a library of 1,000 tracks and this run's training library is smaller.
 {_problems()}"""
+    save_report(path, text, "## Speed")
+
+
+#: The benchmarks' shared report; each benchmark owns one ``##`` section of it.
+RESULTS = REPO / "bench" / "RESULTS.md"
+
+
+def save_report(path: Path, text: str, heading: str) -> None:
+    """Write a report: as the ``heading`` section of :data:`RESULTS`, or whole to any other file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    if path.resolve() != RESULTS.resolve():
+        path.write_text(text)
+        return
+    from accuracy import write_section
+
+    body = text.split("\n", 1)[1]  # the title line gives way to the section heading
+    body = re.sub(r"^## ", "### ", body, flags=re.MULTILINE)
+    write_section(str(RESULTS), body, heading)
 
 
 def _problems() -> str:
@@ -1375,7 +1391,7 @@ def main(argv=None) -> int:
         "excerpts": ", ".join(f"{name} {layout(value)}" for name, value in m["settings"].items()),
     }
     write_report(args.out, context, figures, m["stages"])
-    print(args.out.read_text())
+    print(f"written to {args.out}")
     return 0
 
 

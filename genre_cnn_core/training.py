@@ -270,7 +270,7 @@ def train_head(embeddings, labels, groups, genres, settings: FeatureSettings, co
     y = torch.tensor(np.asarray(labels, dtype=np.int64))
     train, val = grouped_split(y.numpy(), groups, config.val_fraction, config.seed)
     # Small problems: one thread is fastest, and it does not fight the
-    # spinning OpenMP threads of idle extraction workers (5x faster, bench/SPEED.md).
+    # spinning OpenMP threads of idle extraction workers (5x faster, bench/RESULTS.md, Speed).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -385,7 +385,7 @@ def _fit_to_budget(planned: int, done: int, elapsed: float, budget: float) -> in
     reproducible; else as many steps as the pace allows (``done`` when the
     budget is spent). The pace is judged only after a tenth of the budget:
     a fresh process's first step takes seconds (lazy kernel set-up), which
-    projected over the whole schedule cut it to a sixth (bench/SPEED.md).
+    projected over the whole schedule cut it to a sixth (`bench/speed.py --quick`).
     """
     if done == 0 or elapsed < 0.1 * budget or elapsed / done * planned <= budget:
         return planned
