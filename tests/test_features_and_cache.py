@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 
 from genre_cnn_core.cache import FeatureCache
@@ -37,6 +39,14 @@ def test_cache_reuses_entries_and_keys_on_file_and_settings(library_files, tmp_p
     [(_, again, _)] = list(extract_features([path], extractor, cache))
     assert np.array_equal(again, first)
     assert not [p for p in (tmp_path / "cache").rglob(".tmp-*")]
+
+    # Entries are not fsync'ed: one a power failure left whole in size but zeroed in
+    # part (a valid header, zero data) must fail its checksum, not be served.
+    with open(entry, "r+b") as handle:
+        size = len(handle.read())
+        handle.seek(200)
+        handle.write(bytes(size - 200))
+    assert cache.load(key) is None and not os.path.exists(entry)
 
 
 def test_disabled_cache_writes_nothing(library_files, tmp_path):
