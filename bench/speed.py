@@ -851,7 +851,7 @@ def _cache_stages(paths: list, arrays: list, namespace: dict, folder: Path, what
     keys = [cache.key(p, namespace) for p in paths]
     write = _mean_time(lambda i: cache.store(keys[i], arrays[i]), range(len(paths)))
     read = _mean_time(lambda k: cache.load(k), keys)
-    return [Stage(f"cache write ({what}, atomic + fsync)", write), Stage(f"cache read ({what})", read)]
+    return [Stage(f"cache write ({what}, atomic, checksummed)", write), Stage(f"cache read ({what})", read)]
 
 
 def scratch_stages(paths: list, model_path: Path, scratch_dir: Path, settings) -> list[Stage]:
