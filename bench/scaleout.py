@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import shlex
@@ -40,20 +39,10 @@ import speed  # noqa: E402  (the library builder and process measurement of benc
 
 
 
-class Library(speed.Beets):
-    """A fresh beets library like :class:`speed.Beets`, with extra cnngenre settings."""
-
-    def __init__(self, home: Path, **cnngenre):
-        super().__init__(home)
-        config = json.loads((home / "config.yaml").read_text())
-        config["cnngenre"].update(cnngenre)
-        (home / "config.yaml").write_text(json.dumps(config, indent=1))
-
-
 def import_albums(root: Path, albums: list, auto: bool, write: bool) -> speed.Measured:
     """Import fresh copies of ``albums`` as-is into a fresh library; checks fields were (not) set."""
     home = root / "import"
-    beets = Library(home, auto=auto)
+    beets = speed.Beets(home).configure(auto=auto)
     copies = []
     for album in albums:
         copies.append(home / "albums" / album.name)
@@ -100,7 +89,7 @@ def measure_dask(root: Path, rows: list, tracks: int) -> dict:
     from distributed import LocalCluster
 
     home = root / "dask"
-    beets = Library(home)
+    beets = speed.Beets(home)
     folder = home / "music"
     folder.mkdir()
     for row in rows[:tracks]:  # links: the same files, a library of just these tracks
@@ -122,9 +111,7 @@ def measure_dask(root: Path, rows: list, tracks: int) -> dict:
     for workers in (1, 2):
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                           dashboard_address=None) as cluster:
-            config = json.loads((home / "config.yaml").read_text())
-            config["cnngenre"].update(backend="dask", dask_scheduler=cluster.scheduler_address)
-            (home / "config.yaml").write_text(json.dumps(config, indent=1))
+            beets.configure(backend="dask", dask_scheduler=cluster.scheduler_address)
             speed.log(f"warming {workers} Dask worker(s) with a one-track run")
             beets.clear_cache()
             beets.run("cnngenre", "-f", warm_title)

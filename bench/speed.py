@@ -470,6 +470,14 @@ class Beets:
         }
         (home / "config.yaml").write_text(json.dumps(config, indent=1))  # JSON is YAML
 
+    def configure(self, **cnngenre) -> "Beets":
+        """Change cnngenre settings of this library's configuration."""
+        path = self.home / "config.yaml"
+        config = json.loads(path.read_text())
+        config["cnngenre"].update(cnngenre)
+        path.write_text(json.dumps(config, indent=1))
+        return self
+
     def env(self) -> dict:
         return {**os.environ, "BEETSDIR": str(self.home)}
 
