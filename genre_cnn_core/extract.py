@@ -11,6 +11,7 @@ Two extractors serve the two backbones:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Iterator, Sequence
@@ -201,7 +202,6 @@ def extract_features(
         if not todo:
             return
         workers = _effective_jobs(n_jobs, len(todo))
-        threads = max(1, (os.cpu_count() or 1) // workers)
         # Small runs still give every worker a share.
         batch_size = max(1, min(batch_size, -(-len(todo) // workers)))
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
@@ -210,10 +210,10 @@ def extract_features(
             # torch threads spin-waiting for each other made musicnn 12x
             # slower (10 tracks: 48 s vs 3.7 s); on an idle one, one thread
             # costs a single track about 0.1 s.
-            results = _in_process(extractor, cache, batches, 1)
+            results = _in_process(extractor, cache, batches)
         else:
-            if backend != "loky":
-                threads = 1  # threads share a process; Dask workers bring their own cores
+            # loky workers split the cores; threads share a process, and Dask workers bring their own.
+            threads = max(1, (os.cpu_count() or 1) // workers) if backend == "loky" else 1
             # parallel_config, not Parallel(backend=...): it registers "dask" on first use.
             with joblib.parallel_config(backend=backend):
                 results = joblib.Parallel(n_jobs=-1 if backend == "dask" else workers,
@@ -243,15 +243,25 @@ def set_torch_threads(threads: int) -> int | None:
     return before
 
 
-def _in_process(extractor, cache, batches, threads):
-    """Compute batches in this process, leaving the caller's torch threads as they were."""
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """Run a block with ``threads`` torch threads, then restore the caller's count.
+
+    Does nothing in a process that has not imported torch.
+    """
     before = set_torch_threads(threads)
     try:
-        for batch in batches:
-            yield _compute_batch(extractor, cache, batch, threads)
+        yield
     finally:
         if before is not None:
             set_torch_threads(before)
+
+
+def _in_process(extractor, cache, batches):
+    """Compute batches in this process on one torch thread, leaving the caller's count as it was."""
+    with torch_threads(1):
+        for batch in batches:
+            yield _compute_batch(extractor, cache, batch, 1)
 
 
 def dask_client(scheduler: str | None = None):

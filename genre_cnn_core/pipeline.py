@@ -6,6 +6,7 @@ onto these two functions, and a notebook can call them on a folder.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -14,7 +15,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .cache import FeatureCache
-from .extract import EXTRACTORS, extract_features, set_torch_threads, tag_names
+from .extract import EXTRACTORS, extract_features, tag_names, torch_threads
 from .features import FeatureSettings
 from .labels import LabelChoice, choose_labels, genre_key, split_genres
 from .model import BACKBONES, GenreModel
@@ -275,8 +276,7 @@ def predict_files(
     # With workers, the genre network here gets one thread: two threads
     # waiting on each other while workers hold the cores made it 13x
     # slower (40 tracks: 23.5 s wall, 11.5 s with one), and the workers do the heavy part.
-    threads_before = set_torch_threads(1) if n_jobs != 1 and device == "cpu" else None
-    try:
+    with torch_threads(1) if n_jobs != 1 and device == "cpu" else contextlib.nullcontext():
         for index, features, error in extract_features(paths, extractor, cache, n_jobs, progress=progress,
                                                        description="cnngenre", backend=backend):
             if error:
@@ -287,6 +287,3 @@ def predict_files(
                 yield from flush()
         if pending:
             yield from flush()
-    finally:
-        if threads_before is not None:
-            set_torch_threads(threads_before)

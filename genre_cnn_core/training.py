@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .extract import torch_threads
 from .features import FeatureSettings
 from .model import GenreHead, GenreModel, ScratchNetwork, softmax
 
@@ -271,12 +272,8 @@ def train_head(embeddings, labels, groups, genres, settings: FeatureSettings, co
     train, val = grouped_split(y.numpy(), groups, config.val_fraction, config.seed)
     # Small problems: one thread is fastest, and it does not fight the
     # spinning OpenMP threads of idle extraction workers (5x faster, bench/RESULTS.md, Speed).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _train_head(x, y, train, val, groups, genres, settings, config, offset, start, labels)
-    finally:
-        torch.set_num_threads(threads)
 
 
 #: Artist-grouped splits whose held-out logits the head's temperature is fitted on.
