@@ -3,6 +3,12 @@
 libsndfile (through soundfile) reads WAV, AIFF, FLAC, Ogg Vorbis, Opus and
 MP3; anything else (MP4/M4A with AAC or ALAC, WMA, ...) is decoded with
 PyAV, whose wheels carry their own FFmpeg.
+
+Excerpts are placed by the length the file's header claims. A file that
+lies about it (a truncated download, a damaged Xing or STREAMINFO frame
+count) gives itself away when an excerpt is not where the claim puts it;
+its real length is then measured by decoding it once from the start, and
+the excerpts are placed over that.
 """
 
 from __future__ import annotations
@@ -21,6 +27,19 @@ PREROLL_SECONDS = 0.5
 
 #: Shortest decodable audio worth a prediction.
 MIN_SECONDS = 0.1
+
+#: How much shorter than its header promised an excerpt may come back before
+#: the header is distrusted: decoders trim encoder delay and padding (MP3,
+#: Vorbis, Opus pre-skip) a little differently from what headers count.
+SHORTFALL_SECONDS = 0.05
+
+#: Frames decoded at a time when a file is read from its start.
+SCAN_BLOCK_FRAMES = 65536
+
+#: A length measured up to a point where libsndfile fails is exact to this
+#: many frames: finer reads would cost a seek each (soundfile seeks after
+#: every read), and seeks next to damaged data are slow.
+MEASURE_FRAMES = 256
 
 
 class AudioError(Exception):
@@ -106,30 +125,184 @@ def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return soxr.resample(y, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
 
 
-def _read_soundfile(path, excerpt_seconds, n_excerpts):
+def _excerpt_windows(starts, excerpt_seconds, sr, available, origin=0.0):
+    """Empty excerpts to be filled from audio decoded in one pass.
+
+    Parameters
+    ----------
+    starts : list of float
+        Start times of the excerpts, in seconds.
+    excerpt_seconds : float
+        Length of one excerpt.
+    sr : int
+        Sample rate of the decoded audio.
+    available : int
+        Samples the track really holds; no excerpt reaches past them.
+    origin : float
+        Time of the first decoded sample.
+
+    Returns
+    -------
+    list of (int, np.ndarray)
+        Index of each excerpt's first sample and its zeroed buffer.
+    """
+    windows = []
+    for start in starts:
+        first = max(0, int(round((start - origin) * sr)))
+        length = max(0, min(int(round(excerpt_seconds * sr)), available - first))
+        windows.append((first, np.zeros(length, np.float32)))
+    return windows
+
+
+def _copy_into_windows(mono, offset, windows):
+    """Copy the part of a block of mono audio, whose first sample is sample ``offset``, that falls in each window."""
+    for first, buffer in windows:
+        low, high = max(first, offset), min(first + len(buffer), offset + len(mono))
+        if low < high:
+            buffer[low - first:high - first] = mono[low - offset:high - offset]
+
+
+def _cut_windows(windows, decoded):
+    """The excerpts of filled windows, cut where the decoded audio stopped."""
+    return [buffer[:max(0, min(len(buffer), decoded - first))] for first, buffer in windows]
+
+
+@contextlib.contextmanager
+def _open_soundfile(path):
     import soundfile as sf
 
     # A file object, not the name: libsndfile cannot open names that are not UTF-8.
-    with quiet_stderr(), open(path, "rb") as handle, sf.SoundFile(handle) as f:
-        sr = f.samplerate
-        duration = f.frames / sr if 0 < f.frames < 2**62 else excerpt_seconds
-        excerpts, failure = [], None
-        for start in excerpt_starts(duration, excerpt_seconds, n_excerpts):
-            preroll = min(PREROLL_SECONDS, start) if f.seekable() else 0.0
+    with open(path, "rb") as handle, sf.SoundFile(handle) as f:
+        yield f
+
+
+def _soundfile_plan(start, excerpt_seconds, sr, available, seekable=True):
+    """How an excerpt is read: the frame reading starts at, the frames read, and the preroll frames dropped."""
+    preroll = min(PREROLL_SECONDS, start) if seekable else 0.0
+    first = int(round((start - preroll) * sr))
+    return first, min(int(round((preroll + excerpt_seconds) * sr)), available - first), int(round(preroll * sr))
+
+
+def _soundfile_excerpts(f, starts, excerpt_seconds, available):
+    """Excerpts read by seeking to each start.
+
+    Returns None as soon as one comes back shorter than the ``available``
+    frames allow: the file does not hold the audio where it says it does.
+    libsndfile's errors (``RuntimeError``) propagate.
+    """
+    excerpts = []
+    for start in starts:
+        first, wanted, preroll = _soundfile_plan(start, excerpt_seconds, f.samplerate, available, f.seekable())
+        if f.seekable():
+            f.seek(first)
+        frames = f.read(wanted, dtype="float32", always_2d=True)
+        if len(frames) < wanted - SHORTFALL_SECONDS * f.samplerate:
+            return None
+        excerpts.append(to_mono(frames[preroll:]))
+    return excerpts
+
+
+def _soundfile_decodable_frames(path):
+    """Frames that decode from the start of a file, whatever its header says.
+
+    A read that fails loses its whole block, so the failing block is read
+    again in blocks a sixteenth the size from the last frame that decoded,
+    down to :data:`MEASURE_FRAMES`.
+    """
+    counted, block = 0, SCAN_BLOCK_FRAMES
+    while True:
+        with _open_soundfile(path) as f:
+            if counted:
+                try:
+                    f.seek(counted)
+                except RuntimeError:
+                    return counted
+            buffer = np.empty((block, f.channels), np.float32)
             try:
-                if f.seekable():
-                    f.seek(int(round((start - preroll) * sr)))
-                frames = f.read(int(round((preroll + excerpt_seconds) * sr)), dtype="float32", always_2d=True)
-            except (RuntimeError, sf.LibsndfileError) as error:  # e.g. a truncated file
-                failure = error
-                continue
-            excerpts.append(to_mono(frames[int(round(preroll * sr)):]))
-    if not excerpts and failure is not None:
-        raise failure
+                while True:
+                    decoded = len(f.read(out=buffer))
+                    counted += decoded
+                    if decoded < block:
+                        return counted
+            except RuntimeError:  # soundfile's LibsndfileError is one
+                if block <= MEASURE_FRAMES:
+                    return counted
+                block = max(MEASURE_FRAMES, block // 16)
+
+
+def _soundfile_windows(f, starts, excerpt_seconds, available):
+    """Excerpts read in one pass from the start, skipping what lies between them.
+
+    Each run of overlapping excerpts is read in one call, preroll included,
+    as :func:`_soundfile_excerpts` reads it: soundfile repositions the file
+    after every read, and a repositioned MP3 decoder has lost its bit
+    reservoir, so audio read in several calls is damaged where they meet.
+    """
+    plans = sorted(_soundfile_plan(start, excerpt_seconds, f.samplerate, available) for start in starts)
+    runs = [[plans[0]]]
+    for plan in plans[1:]:
+        run_end = max(first + wanted for first, wanted, _ in runs[-1])
+        if plan[0] < run_end:
+            runs[-1].append(plan)
+        else:
+            runs.append([plan])
+    buffer = np.empty((SCAN_BLOCK_FRAMES, f.channels), np.float32)
+    excerpts, position = [], 0
+    try:
+        for run in runs:
+            run_first = run[0][0]
+            while position < run_first:
+                skipped = len(f.read(out=buffer[:min(SCAN_BLOCK_FRAMES, run_first - position)]))
+                if not skipped:
+                    return excerpts
+                position += skipped
+            frames = f.read(max(first + wanted for first, wanted, _ in run) - run_first, dtype="float32",
+                            always_2d=True)
+            position += len(frames)
+            for first, wanted, preroll in run:
+                excerpts.append(to_mono(frames[first - run_first + preroll:first - run_first + wanted]))
+    except RuntimeError:
+        pass  # the excerpts read before the damage are kept
+    return excerpts
+
+
+def _read_soundfile(path, excerpt_seconds, n_excerpts):
+    with quiet_stderr():
+        failure = None
+        with _open_soundfile(path) as f:
+            sr = f.samplerate
+            claimed = f.frames if 0 < f.frames < 2**62 else None
+            if claimed is not None:
+                starts = excerpt_starts(claimed / sr, excerpt_seconds, n_excerpts)
+                try:
+                    excerpts = _soundfile_excerpts(f, starts, excerpt_seconds, claimed)
+                except RuntimeError as error:  # e.g. a seek past the end of a truncated file
+                    excerpts, failure = None, error
+                if excerpts is not None:
+                    return excerpts, sr
+
+        # The header's length is wrong or missing: place the excerpts over the real one.
+        real = _soundfile_decodable_frames(path)
+        if real == 0:
+            if failure is not None:
+                raise failure
+            return [], sr
+        starts = excerpt_starts(real / sr, excerpt_seconds, n_excerpts)
+        excerpts = None
+        with _open_soundfile(path) as f:
+            if f.seekable():
+                try:
+                    excerpts = _soundfile_excerpts(f, starts, excerpt_seconds, real)
+                except RuntimeError:
+                    pass  # seeking does not work in this file: read it through
+        if excerpts is None:
+            with _open_soundfile(path) as f:
+                excerpts = _soundfile_windows(f, starts, excerpt_seconds, real)
     return excerpts, sr
 
 
-def _read_pyav(path, excerpt_seconds, n_excerpts):
+@contextlib.contextmanager
+def _open_pyav(path):
     import av
 
     with open(path, "rb") as handle:
@@ -138,24 +311,112 @@ def _read_pyav(path, excerpt_seconds, n_excerpts):
         except av.FFmpegError as error:
             raise AudioError(f"not a readable audio file ({error.strerror or error})") from None
         with container:
-            return _read_pyav_container(container, excerpt_seconds, n_excerpts)
+            yield container
 
 
-def _read_pyav_container(container, excerpt_seconds, n_excerpts):
+def _pyav_audio_stream(container):
+    """The first audio stream of a container, its sample rate and claimed duration (None when unknown)."""
     import av
 
     if not container.streams.audio:
         raise AudioError("no audio stream")
     stream = container.streams.audio[0]
     sr = stream.sample_rate or stream.codec_context.sample_rate
+    if not sr or sr <= 0:
+        raise AudioError("no sample rate in the audio stream")
     if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
     elif container.duration is not None:
         duration = container.duration / av.time_base
     else:
-        duration = excerpt_seconds
-    excerpts = [_decode_pyav_excerpt(container, stream, sr, start, excerpt_seconds)
-                for start in excerpt_starts(duration, excerpt_seconds, n_excerpts)]
+        duration = None
+    return stream, sr, duration if duration is not None and duration > 0 else None
+
+
+def _pyav_excerpts(container, stream, sr, starts, excerpt_seconds, available_seconds):
+    """Excerpts decoded after seeking to each start.
+
+    Returns None as soon as one comes back shorter than ``available_seconds``
+    allow. FFmpeg's errors propagate.
+    """
+    excerpts = []
+    for start in starts:
+        excerpt = _decode_pyav_excerpt(container, stream, sr, start, excerpt_seconds)
+        if len(excerpt) / sr < min(excerpt_seconds, available_seconds - start) - SHORTFALL_SECONDS:
+            return None
+        excerpts.append(excerpt)
+    return excerpts
+
+
+def _pyav_decodable_span(container, stream, sr):
+    """Time of the first sample and seconds of audio that decode from the start of a stream."""
+    import av
+
+    origin, seconds = None, 0.0
+    try:
+        for frame in container.decode(stream):
+            if origin is None:
+                origin = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+            seconds += frame.samples / (frame.sample_rate or sr)
+    except av.FFmpegError:
+        pass  # the audio ends where the damage starts
+    return origin or 0.0, seconds
+
+
+def _pyav_windows(container, stream, sr, starts, excerpt_seconds, origin, available_seconds):
+    """Excerpts decoded in one pass from the start, keeping only their windows."""
+    import av
+
+    windows = _excerpt_windows(starts, excerpt_seconds, sr, int(round(available_seconds * sr)), origin)
+    end = max(first + len(buffer) for first, buffer in windows)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+    position = 0
+    try:
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                chunk = to_mono(out.to_ndarray().reshape(-1))
+                _copy_into_windows(chunk, position, windows)
+                position += len(chunk)
+            if position >= end:
+                break
+    except av.FFmpegError:
+        pass  # the excerpts keep what decoded before the damage
+    return _cut_windows(windows, position)
+
+
+def _read_pyav(path, excerpt_seconds, n_excerpts):
+    import av
+
+    failure = None
+    with _open_pyav(path) as container:
+        stream, sr, claimed = _pyav_audio_stream(container)
+        if claimed is not None:
+            starts = excerpt_starts(claimed, excerpt_seconds, n_excerpts)
+            try:
+                excerpts = _pyav_excerpts(container, stream, sr, starts, excerpt_seconds, claimed)
+            except av.FFmpegError as error:  # e.g. damaged data where the claim put an excerpt
+                excerpts, failure = None, error
+            if excerpts is not None:
+                return excerpts, sr
+
+    # The header's length is wrong or missing: place the excerpts over the real one.
+    with _open_pyav(path) as container:
+        origin, real = _pyav_decodable_span(container, container.streams.audio[0], sr)
+    if real <= 0:
+        if failure is not None:
+            raise failure
+        return [], sr
+    starts = excerpt_starts(real, excerpt_seconds, n_excerpts)
+    excerpts = None
+    with _open_pyav(path) as container:
+        try:
+            excerpts = _pyav_excerpts(container, container.streams.audio[0], sr, starts, excerpt_seconds, real)
+        except av.FFmpegError:
+            pass  # seeking does not work in this file: decode it through
+    if excerpts is None:
+        with _open_pyav(path) as container:
+            excerpts = _pyav_windows(container, container.streams.audio[0], sr, starts, excerpt_seconds,
+                                     origin, real)
     return excerpts, sr
 
 
@@ -214,6 +475,16 @@ def load_excerpts(path, sample_rate: int, excerpt_seconds: float, n_excerpts: in
     ------
     AudioError
         When the file is missing, unreadable, not audio, or too short.
+
+    Notes
+    -----
+    The excerpts are placed over the length the file's header claims and
+    read by seeking. When one is not there (a seek fails, or a read comes
+    back short while the claim said it fits), or the header gives no
+    length, the file is decoded once from the start to count the audio it
+    really holds, and the excerpts are placed over that; where seeking
+    fails again, a second pass from the start keeps only the excerpts.
+    Either pass holds no more than a block of audio at a time.
     """
     try:
         size = os.path.getsize(path)
