@@ -178,11 +178,11 @@ def assert_excerpts_over_real_audio(excerpts, real_seconds, n_excerpts):
         assert abs(len(excerpt) - 16000) <= 16
         # Its middle and its end carry the pitch of their moments. Placed over
         # the claimed length instead, an excerpt would be off by seconds; the
-        # tolerance, 0.1 s, covers MP3 frames (26 ms) and decoder delays (50 ms).
+        # tolerance, 2 Hz or 0.1 s, covers an MP3 frame and the decoders' delays.
         for at in (0.5, 0.875):
             piece = excerpt[int((at - 0.125) * 16000):int((at + 0.125) * 16000)]
             assert abs(dominant_hz(piece, 16000) - (200 + 20 * (start + at))) < 2, (start, at)
-            assert np.sqrt(np.mean(piece ** 2)) > 0.25  # the chirp's level (0.35), not silence
+            assert np.sqrt(np.mean(piece ** 2)) > 0.25  # the chirp's level (0.5 peak), not silence or a fade
 
 
 LIES = [(ext, damage, reader) for ext in ("mp3", "flac") for damage in ("cut to 10%", "cut to 3%", "huge length claim")
@@ -196,7 +196,7 @@ def test_file_that_lies_about_its_length_gives_excerpts_of_its_real_audio(chirps
     if reader == "ffmpeg":
         monkeypatch.setattr(audio, "_read_soundfile", libsndfile_refuses)
     real = decodable_seconds(path)
-    assert (real < 7.7) if damage.startswith("cut") else (59 < real < 61)
+    assert (real < 0.2 * 60) if damage.startswith("cut") else (59 < real < 61)  # the damage took
     capfd.readouterr()
     excerpts = load_excerpts(str(path), 16000, excerpt_seconds=1.0, n_excerpts=3)
     assert capfd.readouterr().err == ""
