@@ -34,6 +34,10 @@ from typing import NamedTuple
 _SAMPLES = 16
 _SAMPLE_BYTES = 4096
 
+#: A read of structure fetches this much, and the reads that follow nearby
+#: are served from it.
+_BLOCK_BYTES = 16384
+
 #: 10 bytes: 20 hex characters.
 _DIGEST_SIZE = 10
 
@@ -159,17 +163,37 @@ def container_problem(path) -> str | None:
 
 
 class _Reader:
-    """An open file and its size, which bounds every read."""
+    """An open file, its size, which bounds every read, and its last block read.
 
-    __slots__ = ("file", "size")
+    Structure is read a few bytes at a time (a chunk header, then the next),
+    mostly close together: a short read fetches a block and the reads that
+    follow nearby are served from it.
+    """
+
+    __slots__ = ("block", "block_offset", "file", "size")
 
     def __init__(self, file):
         self.file = file
         self.size = os.fstat(file.fileno()).st_size
+        self.block, self.block_offset = b"", 0
 
 
 def _read_at(handle: _Reader, offset: int, length: int) -> bytes:
-    """Up to ``length`` bytes at ``offset``; nothing outside the file.
+    """Up to ``length`` bytes at ``offset``, through the block; nothing outside the file."""
+    if offset < 0 or length <= 0 or offset >= handle.size:
+        return b""
+    length = min(length, handle.size - offset)
+    start = offset - handle.block_offset
+    if 0 <= start and start + length <= len(handle.block):
+        return handle.block[start:start + length]
+    if length > _BLOCK_BYTES:
+        return _read_direct(handle, offset, length)
+    handle.block, handle.block_offset = _read_direct(handle, offset, _BLOCK_BYTES), offset
+    return handle.block[:length]
+
+
+def _read_direct(handle: _Reader, offset: int, length: int) -> bytes:
+    """Up to ``length`` bytes at ``offset``, bypassing the block; nothing outside the file.
 
     Offsets come from the file's own size fields: one far past the end is
     refused by some file systems' seek.
@@ -511,13 +535,19 @@ def _next_ogg_page(handle, offset: int, end: int) -> _Page | None:
     A candidate counts only if another page or the end of the file follows
     it, so the pattern turning up by chance inside packet data is passed by.
     """
-    window = _read_at(handle, offset, min(end - offset, _MAX_OGG_PAGE + 4))
-    found = window.find(b"OggS")
-    while found >= 0:
-        page = _ogg_page(handle, offset + found)
-        if page is not None and (page.end == end or (page.end < end and _read_at(handle, page.end, 4) == b"OggS")):
-            return page
-        found = window.find(b"OggS", found + 1)
+    searched = 0
+    # Pages are contiguous, so one starts within a page's length of anywhere;
+    # most are a few KiB, so a short window usually finds one.
+    for window_size in (_BLOCK_BYTES, _MAX_OGG_PAGE + 4):
+        window = _read_at(handle, offset, min(end - offset, window_size))
+        found = window.find(b"OggS", max(0, searched - 3))
+        while found >= 0:
+            page = _ogg_page(handle, offset + found)
+            if page is not None and (page.end == end
+                                     or (page.end < end and _read_at(handle, page.end, 4) == b"OggS")):
+                return page
+            found = window.find(b"OggS", found + 1)
+        searched = len(window)
     return None
 
 
@@ -558,7 +588,7 @@ def _digest(handle, layout: _Layout) -> str:
         _digest_ogg_pages(digest, handle, start, length)
     elif total <= _SAMPLES * _SAMPLE_BYTES:
         for offset, length in layout.spans:
-            digest.update(_read_at(handle, offset, length))
+            digest.update(_read_direct(handle, offset, length))
     else:
         for i in range(_SAMPLES):
             digest.update(_read_spans(handle, layout.spans, i * (total - _SAMPLE_BYTES) // (_SAMPLES - 1),
@@ -574,7 +604,7 @@ def _read_spans(handle, spans, position: int, length: int) -> bytes:
             position -= span
             continue
         take = min(length, span - position)
-        parts.append(_read_at(handle, offset + position, take))
+        parts.append(_read_direct(handle, offset + position, take))
         length -= take
         position = 0
         if length <= 0:
