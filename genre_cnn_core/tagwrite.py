@@ -1,0 +1,397 @@
+"""Writing tags so that a crash leaves the old file or the new one, never a damaged one.
+
+mutagen writes tags in place: when they outgrow the room the file keeps for
+them, it moves everything after them, the whole audio of a large file, and
+a process killed meanwhile leaves a file that does not decode.
+:func:`write_tags` first lets mutagen save into a recording stand-in for
+the file, telling it to keep exactly the padding there is, so that nothing
+after the tags moves; the save only counts as fitting if it overwrites
+bytes inside the file and neither grows nor shrinks it. The bytes that
+actually change are then written with one ``pwrite`` each:
+
+- when they all lie within one page of the file (4 KiB, file-aligned: the
+  write of a killed process stops only at a page boundary), always;
+- when they span pages, only for ID3 tags (MP3, and WAVE, AIFF and DSF
+  files that already hold one), whose size and place stay: a kill during
+  that write can garble the tags but never the audio or where it starts.
+
+Otherwise (no room, or a FLAC, Ogg, MP4 or ASF change spanning pages, where
+a torn write would break the metadata chain, a page checksum or an atom
+size) it writes a temporary copy next to the file, checks that the copy's
+audio is the original's, flushes it to disk and renames it over the file.
+(A power cut is another matter: only that copy is flushed to disk before it
+takes the file's place; in-place writes are left to the system, as mutagen
+leaves them.)
+APEv2 formats (Monkey's Audio, WavPack, Musepack) are always written
+through a copy: mutagen truncates them to write their tags.
+
+Hard links: renaming a copy over one name would leave the file's other names
+with the old tags and the old inode, so a file with several links is written
+in place when its tags fit, and refused otherwise.
+
+Symbolic links: the file they point to is written and the link is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import io
+import os
+import shutil
+import stat
+
+import mediafile
+import mutagen
+import mutagen.apev2
+
+from .container import audio_identity, container_problem
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks, and a copy left behind always counts as stale
+    fcntl = None
+
+IN_PLACE = "in place"
+REWRITTEN = "rewritten"
+
+#: A process killed during a write stops at a page boundary: bytes within
+#: one page are written all or not at all.
+_PAGE = 4096
+
+#: mediafile's names of the formats whose tags are one ID3 block of fixed
+#: size and place (at the start of MP3, in its own chunk of WAVE and AIFF,
+#: at the end of DSF): garbled, it garbles no audio.
+_ID3_BLOCK_TYPES = {"mp3", "wav", "aiff", "dsf"}
+
+#: More kept padding than this is not kept: FLAC's padding block cannot
+#: hold it, and mutagen would then shrink the padding and move the audio.
+_MAX_KEPT_PADDING = (1 << 24) - 1
+
+#: A save that would write more than this in place is not a tag edit
+#: mutagen would make without moving data; it goes through a copy.
+_MAX_RECORDED = 64 << 20
+
+_TEMP_MARK = ".cnngenre-tmp"
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class TagWriteRefused(OSError):
+    """Tags were not written because that could damage the file.
+
+    ``str(error)`` is a one-line reason. The file is as it was.
+    """
+
+
+def write_tags(path, assign, *, id3v23: bool = False) -> str:
+    """Write tags to a file so that a crash at any moment leaves it whole.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file; a symbolic link is followed and kept.
+    assign : callable
+        Called with a :class:`mediafile.MediaFile` open on the file and sets
+        the tags as attributes (``media.genre = "Jazz"``). When the tags do
+        not fit in place it is called a second time, on a fresh MediaFile
+        open on a temporary copy, so it should do nothing but set them.
+    id3v23 : bool
+        Write ID3v2.3 rather than ID3v2.4 tags to MP3 files, as beets'
+        ``id3v23`` option does.
+
+    Returns
+    -------
+    str
+        ``"in place"`` when the tags fitted in the room the file had for
+        them (only the bytes that change are written, none when nothing
+        does), ``"rewritten"`` when the file was replaced by a new copy
+        (which keeps room for later writes).
+
+    Raises
+    ------
+    TagWriteRefused
+        When the container is inconsistent (see
+        :func:`~genre_cnn_core.container.container_problem`), a hard-linked
+        file's tags do not fit in place, no temporary copy can be made next
+        to the file, another write to the same file is in progress, or the
+        copy's audio differs from the original's. The file is untouched.
+    mediafile.UnreadableFileError
+        When mediafile cannot read or write the file's tags.
+    OSError
+        When the file cannot be read or written (missing, not writable,
+        disk full); the file is untouched.
+    """
+    target = os.path.realpath(path)
+    status = os.stat(target)
+    if not stat.S_ISREG(status.st_mode):
+        raise TagWriteRefused("not a regular file")
+    problem = container_problem(target)
+    if problem:
+        raise TagWriteRefused(f"inconsistent container, tags not written: {problem}")
+    temp = _temp_path(target)
+    _remove_stale_copy(temp)
+    with open(target, "r+b") as file:  # a read-only file is refused here, not replaced
+        recorder = _Recorder(file, target)
+        media = mediafile.MediaFile(recorder, id3v23=id3v23)
+        assign(media)
+        if _save_in_place(media, recorder, file):
+            return IN_PLACE
+    if status.st_nlink > 1:
+        raise TagWriteRefused(f"the tags do not fit in place and the file has {status.st_nlink} hard links, "
+                              "which a new copy would split")
+    _rewrite(target, status, temp, assign, id3v23)
+    return REWRITTEN
+
+
+class _NoRoom(mutagen.MutagenError):
+    """The new tags do not fit; a MutagenError, which mediafile reports quietly (others it logs as errors)."""
+
+
+class _Recorder:
+    """A file object that reads a file and keeps what is written to it, refusing to grow or shrink it.
+
+    mutagen and mediafile accept any file object; reads see the recorded
+    writes, so mutagen works as it would on the file itself.
+    """
+
+    def __init__(self, file, name: str):
+        self.file = file
+        self.name = name
+        self.size = os.fstat(file.fileno()).st_size
+        self.position = 0
+        self.writes: list[tuple[int, bytes]] = []
+        self.recorded = 0
+        self.refusal: str | None = None  # why the save cannot be made in place
+
+    def readable(self):
+        return True
+
+    def writable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def fileno(self):
+        raise io.UnsupportedOperation("fileno")  # mutagen's mmap moves would bypass the recording
+
+    def tell(self):
+        return self.position
+
+    def seek(self, offset, whence=os.SEEK_SET):
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.position, os.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise OSError(errno.EINVAL, "negative seek position")
+        self.position = base + offset
+        return self.position
+
+    def read(self, size=-1):
+        end = self.size if size is None or size < 0 else min(self.size, self.position + size)
+        data = self._bytes(self.position, end)
+        self.position += len(data)
+        return data
+
+    def refuse(self, reason: str):
+        self.refusal = reason
+        raise _NoRoom(reason)
+
+    def write(self, data):
+        data = bytes(data)
+        if self.position + len(data) > self.size:
+            self.refuse("the tags would grow the file")
+        self.recorded += len(data)
+        if self.recorded > _MAX_RECORDED:
+            self.refuse("the save would rewrite too much of the file")
+        if data:
+            self.writes.append((self.position, data))
+        self.position += len(data)
+        return len(data)
+
+    def truncate(self, size=None):
+        size = self.position if size is None else size
+        if size != self.size:  # mutagen "truncates" at the end when there is no ID3v1 tag to update
+            self.refuse("the tags would change the file's size")
+        return size
+
+    def flush(self):
+        pass
+
+    def _bytes(self, start: int, end: int) -> bytes:
+        """The file's bytes from ``start`` to ``end`` as the recorded writes leave them."""
+        if end <= start:
+            return b""
+        self.file.seek(start)
+        data = self.file.read(end - start)
+        if not self.writes:
+            return data
+        data = bytearray(data)
+        for offset, written in self.writes:
+            low, high = max(start, offset), min(end, offset + len(written))
+            if low < high:
+                data[low - start:high - start] = written[low - offset:high - offset]
+        return bytes(data)
+
+    def changes(self) -> list[tuple[int, bytes]]:
+        """``(offset, bytes)`` of each run of bytes the recorded writes change, in file order."""
+        spans = []
+        for offset, written in sorted(self.writes):
+            end = offset + len(written)
+            if spans and offset <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], end)
+            else:
+                spans.append([offset, end])
+        changes = []
+        for start, end in spans:
+            self.file.seek(start)
+            old, new = self.file.read(end - start), self._bytes(start, end)
+            low = _common_prefix(old, new)
+            if low < len(new):
+                high = len(new) - _common_prefix(old[low:][::-1], new[low:][::-1])
+                changes.append((start + low, new[low:high]))
+        return changes
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    """Length of the longest common prefix of two byte strings."""
+    a, b = memoryview(a), memoryview(b)
+    low, high = 0, min(len(a), len(b))  # a[:low] == b[:low], and no longer prefix beyond high
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[low:middle] == b[low:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _save_in_place(media: mediafile.MediaFile, recorder: _Recorder, file) -> bool:
+    """Write the tags into the room the file has for them; False, the file untouched, when that is unsafe."""
+
+    def keep_layout(info):
+        if not 0 <= info.padding <= _MAX_KEPT_PADDING:
+            recorder.refuse("the tags do not fit in the padding")
+        return info.padding  # exactly what is there: nothing after the tags moves
+
+    # mutagen's APEv2 writer knows no padding: it truncates, and the recorder refuses.
+    options = {} if isinstance(media.mgfile, mutagen.apev2.APEv2File) else {"padding": keep_layout}
+    recorder.seek(0)  # where a file mutagen opens itself would be
+    try:
+        media.save(**options)
+    except mediafile.UnreadableFileError:  # how mediafile passes on what mutagen raised
+        if recorder.refusal:
+            return False
+        raise
+    changes = recorder.changes()
+    pages = {page for offset, data in changes for page in (offset // _PAGE, (offset + len(data) - 1) // _PAGE)}
+    if len(pages) > 1 and media.type not in _ID3_BLOCK_TYPES:
+        return False
+    for offset, data in changes:
+        _write_at(file, offset, data)
+    return True
+
+
+def _write_at(file, offset: int, data: bytes) -> None:
+    """Write ``data`` at ``offset`` with as few system calls as the system allows (one, normally)."""
+    if not hasattr(os, "pwrite"):  # Windows
+        file.seek(offset)
+        file.write(data)
+        file.flush()
+        return
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(file.fileno(), view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _rewrite(target: str, status: os.stat_result, temp: str, assign, id3v23: bool) -> None:
+    """Write the tags to a copy of ``target`` and rename the copy over it."""
+    identity = audio_identity(target)
+    try:
+        handle = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600)
+    except OSError as error:
+        raise TagWriteRefused(f"the tags do not fit in place and no temporary copy can be made next to the file "
+                              f"({error.strerror})") from None
+    renamed = False
+    try:
+        if fcntl:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # marks the copy as in use (see _remove_stale_copy)
+        shutil.copyfile(target, temp)
+        media = mediafile.MediaFile(temp, id3v23=id3v23)
+        assign(media)
+        media.save()  # mutagen's default padding leaves room for later writes
+        if audio_identity(temp) != identity:
+            raise TagWriteRefused("writing the tags would have changed the audio; the file is left as it was")
+        _copy_owner_and_mode(target, status, temp)
+        os.fsync(handle)
+        os.replace(temp, target)
+        renamed = True
+        _fsync_folder(os.path.dirname(target))
+    finally:
+        os.close(handle)
+        if not renamed:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+
+
+def _copy_owner_and_mode(target: str, status: os.stat_result, temp: str) -> None:
+    """Give the copy the original's owner (where permitted), mode and extended attributes."""
+    if hasattr(os, "chown"):
+        with contextlib.suppress(PermissionError):
+            # Only root may give a file away; others may still set its group.
+            os.chown(temp, status.st_uid if os.geteuid() == 0 else -1, status.st_gid)
+    shutil.copystat(target, temp)  # mode, extended attributes and times, then:
+    os.utime(temp)  # the tags changed now, as an in-place write would say
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make a rename durable; some file systems cannot sync a folder."""
+    with contextlib.suppress(OSError):
+        handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+
+
+def _temp_path(target: str) -> str:
+    """The hidden name of the temporary copy of ``target``, next to it.
+
+    One fixed name per file, so that the next write finds a copy left by a
+    killed one. It keeps the file's extension, which mutagen weighs when it
+    guesses the format of an untagged file.
+    """
+    folder, name = os.path.split(target)
+    raw = os.fsencode(name)
+    if len(raw) > 200:  # keep within the 255 bytes a name may have
+        raw = raw[:180] + b"~" + hashlib.blake2b(raw, digest_size=4).hexdigest().encode("ascii")
+    extension = os.path.splitext(name)[1]
+    return os.path.join(folder, "." + os.fsdecode(raw) + _TEMP_MARK + extension[:16])
+
+
+def _remove_stale_copy(temp: str) -> None:
+    """Remove a temporary copy left by a killed write.
+
+    A write in progress holds a lock on its copy; the lock dies with its
+    process, so an unlocked copy is stale.
+    """
+    try:
+        handle = os.open(temp, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # a link where the copy goes: not ours to follow
+            os.unlink(temp)
+            return
+        raise
+    try:
+        try:
+            if fcntl:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TagWriteRefused("another write to this file's tags is in progress") from None
+        os.unlink(temp)
+    finally:
+        os.close(handle)
