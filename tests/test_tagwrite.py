@@ -438,3 +438,17 @@ def test_sigkill_at_random_moments(big_mp3, tmp_path):
     assert write_tags(path, assign) == REWRITTEN
     assert check_whole(big_mp3, path) == "new"
     assert leftovers(tmp_path, path, "scratch") == []
+
+
+def test_differing_range_finds_exactly_the_changed_bytes():
+    from genre_cnn_core.tagwrite import _differing_range
+
+    rng = random.Random(1)
+    for _ in range(2000):
+        old = rng.randbytes(rng.randint(1, 300))
+        new = bytearray(old)
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randrange(len(new))
+            new[i] ^= rng.randint(1, 255)
+        changed = [i for i, (a, b) in enumerate(zip(old, new)) if a != b]
+        assert _differing_range(memoryview(old), memoryview(bytes(new))) == (changed[0], changed[-1] + 1)
