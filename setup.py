@@ -23,6 +23,7 @@ setup(
         "soxr>=0.3",
         "av>=12",
         "mutagen>=1.46",
+        "mediafile>=0.17",  # genre_cnn_core.tagwrite; the version beets 2.14 requires
         "joblib>=1.4",
         "tqdm>=4.60",
     ],

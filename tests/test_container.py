@@ -50,6 +50,12 @@ def media_edit(path, padding=None, **fields):
     media.save(**({} if padding is None else {"padding": padding}))
 
 
+def id3v23_edit(path):
+    media = mediafile.MediaFile(path, id3v23=True)
+    media.composer = "Somebody"
+    media.save()
+
+
 # -- Identity survives what tags and locations do ---------------------------------------------------------------
 
 
@@ -68,6 +74,7 @@ def test_identity_survives_tag_edits(masters, tmp_path, ext, length):
         lambda: media_edit(path, lyrics="la la la", padding=lambda info: 0),  # grows with no padding
         lambda: mutagen.File(path).save(padding=lambda info: 50_000),  # lots of padding
         lambda: media_edit(path, genre="Blues"),  # fits in that padding
+        lambda: id3v23_edit(path),  # beets' id3v23 option: MP3 tags converted to ID3v2.3
         lambda: mutagen.File(path).delete(),  # all tags gone
     ]
     for edit in edits:
