@@ -102,9 +102,12 @@ def audio_identity(path) -> str:
         (adding, growing, shrinking or removing tags, with or without
         padding), a move, a copy or a new modification time; different
         after a new encoding, other audio, truncation or a change of
-        length. Files whose container is not recognised, or is too damaged
-        to parse, are digested whole (sampled, with their size): a tag
-        edit then changes their identity.
+        length. A file of a format not recognised is taken for a stream
+        between ID3v2 tags at its start and ID3v1, APEv2 or Lyrics3 tags
+        at its end, as MPEG audio, WavPack, Monkey's Audio and Musepack
+        are, and a file whose container is too damaged to parse is
+        digested whole (sampled, with its size): tags kept anywhere else
+        in them change their identity.
 
     Raises
     ------
