@@ -123,7 +123,7 @@ class CnnGenrePlugin(BeetsPlugin):
         """The joblib backend; for ``dask``, connected to the scheduler once."""
         backend = self.config["backend"].as_choice(["loky", "threading", "dask"])
         if backend == "dask" and self._dask is None:
-            from genre_cnn_core.extract import dask_client
+            from genre_cnn_core.runtime import dask_client
 
             try:
                 self._dask = dask_client(self.config["dask_scheduler"].as_str() or None)

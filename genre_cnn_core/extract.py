@@ -1,4 +1,4 @@
-"""Per-track features, computed in parallel worker processes and cached.
+"""Per-track features, computed in parallel (see :mod:`runtime`) and cached.
 
 Two extractors serve the two backbones:
 
@@ -12,12 +12,14 @@ Two extractors serve the two backbones:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from . import runtime
 from .audio import AudioError
 from .cache import FeatureCache
 from .features import FeatureSettings, fixed_frames, track_log_mels
@@ -123,9 +125,8 @@ def _pretrained_musicnn(device: str = "cpu"):
 EXTRACTORS = {LogMelExtractor.kind: LogMelExtractor, MusicnnExtractor.kind: MusicnnExtractor}
 
 
-def _compute_batch(extractor, cache: FeatureCache, batch: list, threads: int) -> list:
+def _compute_batch(extractor, cache: FeatureCache, batch: list) -> list:
     """Worker side: features of a batch of ``(index, path, key)``, cached."""
-    set_torch_threads(threads)
     try:
         results = extractor.compute([path for _, path, _ in batch])
     except AudioError:
@@ -133,7 +134,7 @@ def _compute_batch(extractor, cache: FeatureCache, batch: list, threads: int) ->
     except Exception as error:  # one bad file must not lose the others in its batch
         if len(batch) == 1:
             return [(batch[0][0], None, f"unexpected error: {type(error).__name__}: {error}")]
-        return [row for item in batch for row in _compute_batch(extractor, cache, [item], threads)]
+        return [row for item in batch for row in _compute_batch(extractor, cache, [item])]
     out = []
     for (index, _, key), result in zip(batch, results):
         if isinstance(result, AudioError):
@@ -164,8 +165,8 @@ def extract_features(
     cache : FeatureCache, optional
         Reused entries skip decoding; new ones are stored by the workers.
     n_jobs : int
-        Worker processes (joblib); 1 computes in this process, -1 uses
-        every core.
+        Workers; 1 computes in this process, 0 uses every core, and more
+        than the cores are not started (see :func:`runtime.worker_count`).
     batch_size : int
         Tracks per task: one task runs one batched forward pass.
     progress : bool
@@ -173,16 +174,17 @@ def extract_features(
     description : str
         Label of the progress bar.
     backend : {"loky", "threading", "dask"}
-        joblib backend. ``"dask"`` runs on the Dask cluster of the active
-        ``distributed.Client`` (see :func:`dask_client`).
+        Where the work runs (see :func:`runtime.map_batches`). ``"dask"``
+        runs on the Dask cluster of the active ``distributed.Client`` (see
+        :func:`runtime.dask_client`).
 
     Yields
     ------
     tuple
         ``(index into paths, features or None, error message or None)``,
-        in completion order.
+        in completion order. A file whose decoding killed its worker
+        process gets an error; the others of its batch are recomputed.
     """
-    import joblib
     from tqdm import tqdm
 
     cache = cache or FeatureCache(None)
@@ -201,88 +203,20 @@ def extract_features(
                 yield index, features, None
         if not todo:
             return
-        workers = _effective_jobs(n_jobs, len(todo))
+        workers = runtime.worker_count(n_jobs, len(todo))
         # Small runs still give every worker a share.
         batch_size = max(1, min(batch_size, -(-len(todo) // workers)))
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-        if workers == 1 and backend == "loky":
-            # One thread even when more cores are idle: on a busy machine two
-            # torch threads spin-waiting for each other made musicnn 12x
-            # slower (10 tracks: 48 s vs 3.7 s); on an idle one, one thread
-            # costs a single track about 0.1 s.
-            results = _in_process(extractor, cache, batches)
-        else:
-            # loky workers split the cores; threads share a process, and Dask workers bring their own.
-            threads = max(1, (os.cpu_count() or 1) // workers) if backend == "loky" else 1
-            # parallel_config, not Parallel(backend=...): it registers "dask" on first use.
-            with joblib.parallel_config(backend=backend):
-                results = joblib.Parallel(n_jobs=-1 if backend == "dask" else workers,
-                                          return_as="generator_unordered")(
-                    joblib.delayed(_compute_batch)(extractor, cache, batch, threads) for batch in batches
-                )
-        for rows in results:
-            for index, features, error in rows:
-                if error == "file not found" and backend == "dask" and os.path.exists(paths[index]):
-                    error = ("file not found on a Dask worker, though this machine has it: workers need "
-                             "the audio at the same paths (shared storage)")
-                bar.update()
-                yield index, features, error
-
-
-def set_torch_threads(threads: int) -> int | None:
-    """Set torch's thread count if this process uses torch; the previous count, else None.
-
-    Log-mel workers never import torch (it costs seconds per process).
-    """
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return None
-    before = torch.get_num_threads()
-    if before != threads:
-        torch.set_num_threads(threads)
-    return before
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int):
-    """Run a block with ``threads`` torch threads, then restore the caller's count.
-
-    Does nothing in a process that has not imported torch.
-    """
-    before = set_torch_threads(threads)
-    try:
-        yield
-    finally:
-        if before is not None:
-            set_torch_threads(before)
-
-
-def _in_process(extractor, cache, batches):
-    """Compute batches in this process on one torch thread, leaving the caller's count as it was."""
-    with torch_threads(1):
-        for batch in batches:
-            yield _compute_batch(extractor, cache, batch, 1)
-
-
-def dask_client(scheduler: str | None = None):
-    """Connect to a Dask scheduler (``tcp://host:8786`` or a scheduler file).
-
-    Returns the ``distributed.Client``; it becomes the default client, which
-    joblib's ``dask`` backend uses. Needs the ``dask`` extra.
-    """
-    try:
-        from distributed import Client
-    except ImportError:
-        raise RuntimeError("the dask backend needs Dask: pip install 'beets-cnngenre[dask]'") from None
-    if scheduler and os.path.exists(scheduler):
-        return Client(scheduler_file=scheduler)
-    return Client(scheduler) if scheduler else Client()
-
-
-def _effective_jobs(n_jobs: int, n_tasks: int) -> int:
-    cores = os.cpu_count() or 1
-    if n_jobs is None or n_jobs == 0:
-        n_jobs = cores
-    elif n_jobs < 0:
-        n_jobs = max(1, cores + 1 + n_jobs)
-    return max(1, min(n_jobs, n_tasks))
+        compute = functools.partial(_compute_batch, extractor, cache)
+        with contextlib.closing(runtime.map_batches(compute, batches, workers, backend)) as results:
+            for batch, rows, died in results:
+                if died is not None:
+                    reason = (f"the worker process died while decoding this file, {died.cause}: "
+                              "out of memory, or a crashing decoder; skipped")
+                    rows = [(index, None, reason) for index, _, _ in batch]
+                for index, features, error in rows:
+                    if error == "file not found" and backend == "dask" and os.path.exists(paths[index]):
+                        error = ("file not found on a Dask worker, though this machine has it: workers need "
+                                 "the audio at the same paths (shared storage)")
+                    bar.update()
+                    yield index, features, error

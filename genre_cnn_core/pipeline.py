@@ -15,10 +15,11 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .cache import FeatureCache
-from .extract import EXTRACTORS, extract_features, tag_names, torch_threads
+from .extract import EXTRACTORS, extract_features, tag_names
 from .features import FeatureSettings
 from .labels import LabelChoice, choose_labels, genre_key, split_genres
 from .model import BACKBONES, GenreModel
+from .runtime import torch_threads
 from .training import (TrainConfig, classification_report, expected_calibration_error, resolve_device, train_head,
                        train_scratch)
 

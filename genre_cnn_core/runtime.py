@@ -1,0 +1,407 @@
+"""Where work runs: this process, threads, worker processes or a Dask cluster.
+
+:func:`map_batches` is the one entry point. It hands batches of items to an
+executor of :data:`BACKENDS` and yields each batch's result as it
+completes, so the caller can store results while the run goes on.
+
+The ``loky`` executor runs batches in worker processes and survives their
+death: a worker killed by the out-of-memory killer, or by a decoder that
+crashes in C, costs the one item that killed it, never the run. Its workers
+also end soon after their parent does, however the parent dies.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, wait
+from typing import Callable, Iterable, Iterator, Sequence
+
+#: Seconds an idle worker process waits for work before it exits (joblib's
+#: default); a pool is kept between calls so that each call does not pay
+#: for starting workers and loading networks again.
+IDLE_WORKER_SECONDS = 300
+
+#: How often a worker process checks that its parent is still alive.
+PARENT_POLL_SECONDS = 0.5
+
+#: Thread-pool sizes of native libraries, limited in worker processes as
+#: joblib does, so that workers do not fight over the cores.
+THREAD_LIMIT_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                          "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+# ------------------------------------------------------------ threads and cores
+
+
+def set_torch_threads(threads: int) -> int | None:
+    """Set torch's thread count if this process uses torch; the previous count, else None.
+
+    Log-mel workers never import torch (it costs seconds per process).
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    before = torch.get_num_threads()
+    if before != threads:
+        torch.set_num_threads(threads)
+    return before
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """Run a block with ``threads`` torch threads, then restore the caller's count.
+
+    Does nothing in a process that has not imported torch.
+    """
+    before = set_torch_threads(threads)
+    try:
+        yield
+    finally:
+        if before is not None:
+            set_torch_threads(before)
+
+
+def available_cores() -> int:
+    """Cores this process may use: affinity, container limits and ``LOKY_MAX_CPU_COUNT`` included."""
+    from joblib.externals.loky import cpu_count
+
+    return cpu_count()
+
+
+def worker_count(n_jobs: int | None, n_tasks: int, cores: int | None = None) -> int:
+    """How many workers to start for ``n_tasks`` tasks.
+
+    Parameters
+    ----------
+    n_jobs : int or None
+        Workers asked for: 0 or None means one per core; a positive number
+        is capped at the cores, since more workers than cores only add
+        memory and contention.
+    n_tasks : int
+        Tasks to run; no more workers than tasks are started.
+    cores : int, optional
+        Cores available; by default :func:`available_cores`.
+
+    Returns
+    -------
+    int
+        At least 1.
+
+    Raises
+    ------
+    ValueError
+        If ``n_jobs`` is negative.
+    """
+    if n_jobs is not None and n_jobs < 0:
+        raise ValueError(f"n_jobs must be 0 (one worker per core) or a positive number of workers, not {n_jobs}")
+    cores = max(1, cores or available_cores())
+    wanted = cores if not n_jobs else min(n_jobs, cores)
+    return max(1, min(wanted, n_tasks))
+
+
+def dask_client(scheduler: str | None = None):
+    """Connect to a Dask scheduler (``tcp://host:8786`` or a scheduler file).
+
+    Returns the ``distributed.Client``; it becomes the default client, which
+    joblib's ``dask`` backend uses. Needs the ``dask`` extra.
+    """
+    try:
+        from distributed import Client
+    except ImportError:
+        raise RuntimeError("the dask backend needs Dask: pip install 'beets-cnngenre[dask]'") from None
+    if scheduler and os.path.exists(scheduler):
+        return Client(scheduler_file=scheduler)
+    return Client(scheduler) if scheduler else Client()
+
+
+# ------------------------------------------------------------ executors
+
+
+class WorkerDied(Exception):
+    """The worker process running a batch died (a signal, or an exit without a result).
+
+    Attributes
+    ----------
+    cause : str
+        ``"killed by signal 9 (SIGKILL)"``, ``"exited with code 3"`` or
+        ``"cause unknown"``.
+    """
+
+    def __init__(self, cause: str):
+        super().__init__(f"the worker process died, {cause}")
+        self.cause = cause
+
+
+class Executor:
+    """Runs a function on batches and yields ``(batch, result, error)`` as batches complete.
+
+    ``error`` is None, or a :class:`WorkerDied` when the process running the
+    batch died; exceptions raised by the function propagate to the caller.
+    """
+
+    NAME = ""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+
+    def map(self, function: Callable, batches: Sequence[list]) -> Iterator[tuple[list, object, WorkerDied | None]]:
+        raise NotImplementedError
+
+
+class InProcessExecutor(Executor):
+    """One batch after another in this process, on one torch thread.
+
+    One thread even when more cores are idle: on a busy machine two torch
+    threads spin-waiting for each other made musicnn many times slower, and
+    on an idle one a single thread costs little.
+    """
+
+    NAME = "inprocess"
+
+    def map(self, function, batches):
+        with torch_threads(1):
+            for batch in batches:
+                yield batch, function(batch), None
+
+
+class ThreadingExecutor(Executor):
+    """Threads of this process: no start-up cost, but they share its interpreter lock."""
+
+    NAME = "threading"
+
+    def map(self, function, batches):
+        from concurrent.futures import ThreadPoolExecutor
+
+        todo, running = collections.deque(batches), {}
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="cnngenre")
+        try:
+            with torch_threads(1):  # the threads share this process's torch
+                while todo or running:
+                    while todo and len(running) < 2 * self.workers:
+                        future = pool.submit(function, todo[0])
+                        running[future] = todo.popleft()
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        batch = running.pop(future)
+                        yield batch, future.result(), None
+        finally:
+            # Running threads cannot be stopped; nothing waits for them.
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+class LokyExecutor(Executor):
+    """Worker processes (loky) that split the cores, with crash isolation.
+
+    When a worker dies, the batches that were in flight are suspects: each
+    is rerun alone, and one that kills its worker again is split in halves
+    until the single item that does it is found; that item is reported
+    with a :class:`WorkerDied`, and every other item gets its result. The
+    other batches run on a fresh pool as before, so a run without crashes
+    does no serial work.
+    """
+
+    NAME = "loky"
+
+    def map(self, function, batches):
+        from joblib.externals.loky.process_executor import BrokenProcessPool, TerminatedWorkerError
+
+        threads = max(1, available_cores() // self.workers)
+        task = functools.partial(_with_torch_threads, function, threads)
+        # Up to two batches per worker in flight keeps workers busy between
+        # results, and bounds the suspects when one dies.
+        window = 2 * self.workers
+        todo, suspects, running = collections.deque(batches), collections.deque(), {}
+        pool = _take_pool(self.workers, threads)
+        completed = False
+        try:
+            while todo or suspects or running:
+                alone, broken = None, False
+                try:
+                    if suspects:
+                        if not running:
+                            alone = pool.submit(task, suspects[0])
+                            running[alone] = suspects.popleft()
+                    else:
+                        while todo and len(running) < window:
+                            future = pool.submit(task, todo[0])  # taken off the queue once submitted
+                            running[future] = todo.popleft()
+                except BrokenProcessPool:  # it broke while idle: the batch is still queued
+                    broken = True
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                if broken or any(isinstance(f.exception(), TerminatedWorkerError) for f in done):
+                    broken = True
+                    # Every unfinished batch fails with the pool; some may have finished first.
+                    done, _ = wait(running)
+                for future in done:
+                    batch = running.pop(future)
+                    error = future.exception()
+                    if error is None:
+                        yield batch, future.result(), None
+                    elif not isinstance(error, TerminatedWorkerError):
+                        raise error
+                    elif future is not alone:
+                        suspects.append(batch)
+                    elif len(batch) == 1:
+                        yield batch, None, WorkerDied(_death_cause(error))
+                    else:
+                        half = len(batch) // 2
+                        suspects.extendleft([batch[half:], batch[:half]])
+                if broken:
+                    pool.shutdown(wait=False, kill_workers=True)
+                    pool = _new_pool(self.workers, threads)
+            completed = True
+        finally:
+            if completed:
+                _keep_pool(pool, self.workers, threads)
+            else:  # the caller stopped early (exception, Ctrl-C, close): stop the work now
+                pool.shutdown(wait=False, kill_workers=True)
+
+
+class DaskExecutor(Executor):
+    """The Dask cluster of the active ``distributed.Client``, through joblib's ``dask`` backend.
+
+    Dask workers bring their own processes and threads: ``workers`` is not
+    used, and a worker's death is handled by Dask itself.
+    """
+
+    NAME = "dask"
+
+    def map(self, function, batches):
+        import joblib
+
+        task = functools.partial(_with_torch_threads, function, 1)
+        # parallel_config, not Parallel(backend=...): it registers "dask" on first use.
+        with joblib.parallel_config(backend="dask"):
+            results = joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(
+                joblib.delayed(_numbered)(task, number, batch) for number, batch in enumerate(batches))
+        with contextlib.closing(results):
+            for number, result in results:
+                yield batches[number], result, None
+
+
+BACKENDS = {b.NAME: b for b in (InProcessExecutor, ThreadingExecutor, LokyExecutor, DaskExecutor)}
+
+
+def map_batches(function: Callable[[list], object], batches: Iterable[list], n_jobs: int | None = 1,
+                backend: str = "loky") -> Iterator[tuple[list, object, WorkerDied | None]]:
+    """Run ``function`` on each batch, in parallel, yielding results as they complete.
+
+    Parameters
+    ----------
+    function : callable
+        Takes one batch (a list) and returns its result. It must also accept
+        any part of a batch: the ``loky`` backend reruns parts of a batch
+        whose worker died. With ``loky`` and ``dask`` it must be picklable
+        (cloudpickle).
+    batches : iterable of list
+    n_jobs : int or None
+        Workers (see :func:`worker_count`); with one, ``loky`` and
+        ``threading`` run in this process.
+    backend : {"loky", "threading", "dask", "inprocess"}
+
+    Yields
+    ------
+    tuple
+        ``(batch, result, error)`` in completion order: ``error`` is None,
+        or a :class:`WorkerDied` (then ``result`` is None and ``batch`` is
+        the single item that killed its worker). Every item of every batch
+        is in exactly one yielded batch.
+
+    Raises
+    ------
+    ValueError
+        For an unknown backend or a negative ``n_jobs``. Exceptions raised
+        by ``function`` propagate; the workers are then stopped, as they are
+        when the caller stops iterating early.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; one of {', '.join(BACKENDS)}")
+    batches = [list(batch) for batch in batches]
+    workers = worker_count(n_jobs, len(batches))
+    if workers == 1 and backend in ("loky", "threading"):
+        backend = InProcessExecutor.NAME
+    return BACKENDS[backend](workers).map(function, batches)
+
+
+# ------------------------------------------------------------ helpers
+
+
+def _with_torch_threads(function, threads, batch):
+    """Worker side: run ``function`` on ``batch`` with this worker's share of the cores."""
+    set_torch_threads(threads)
+    return function(batch)
+
+
+def _numbered(function, number, batch):
+    return number, function(batch)
+
+
+def _death_cause(error) -> str:
+    """What killed a worker, from the exit codes loky lists in its error."""
+    listed = str(error).partition("exit codes of the workers are")[2]
+    for code in (int(c) for c in re.findall(r"\((-?\d+)\)", listed)):
+        if code < 0:
+            try:
+                return f"killed by signal {-code} ({signal.Signals(-code).name})"
+            except ValueError:
+                return f"killed by signal {-code}"
+        if code > 0:
+            return f"exited with code {code}"
+    return "cause unknown"
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this process soon after its parent dies.
+
+    A dead parent's workers are adopted by another process, so a changed
+    parent id is the sign; it covers every way to die, SIGKILL included,
+    where a parent's own clean-up would not run.
+    """
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="cnngenre-parent-watch", daemon=True).start()
+
+
+# One idle pool at most, kept warm between calls; a pool in use belongs to one call.
+_idle_pool: list = []
+_idle_pool_lock = threading.Lock()
+
+
+def _new_pool(workers: int, threads: int):
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    env = {name: os.environ.get(name, str(threads)) for name in THREAD_LIMIT_VARIABLES}
+    return ProcessPoolExecutor(max_workers=workers, timeout=IDLE_WORKER_SECONDS, env=env,
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+
+def _take_pool(workers: int, threads: int):
+    """The idle pool if it fits, else a new one; the pool is the caller's until it gives it back."""
+    with _idle_pool_lock:
+        idle = _idle_pool.pop() if _idle_pool else None
+    if idle is not None:
+        key, pool = idle
+        if key == (os.getpid(), workers, threads):
+            return pool
+        if key[0] == os.getpid():  # a forked child must not stop its parent's workers
+            pool.shutdown(wait=False, kill_workers=True)
+    return _new_pool(workers, threads)
+
+
+def _keep_pool(pool, workers: int, threads: int) -> None:
+    with _idle_pool_lock:
+        if not _idle_pool:
+            _idle_pool.append(((os.getpid(), workers, threads), pool))
+            return
+    pool.shutdown(wait=False)
