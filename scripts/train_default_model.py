@@ -23,7 +23,7 @@ def main(argv=None):
     parser.add_argument("folder", help="gtzan-dev folder holding labels.csv")
     parser.add_argument("--output", default=DEFAULT_MODEL)
     parser.add_argument("--cache", default=os.path.join("bench", "out", "cache"))
-    parser.add_argument("--jobs", type=int, default=-1)
+    parser.add_argument("--jobs", type=int, default=0, help="workers (0: one per core)")
     args = parser.parse_args(argv)
 
     root = os.path.dirname(os.path.abspath(args.folder.rstrip("/")))

@@ -84,7 +84,7 @@ def test_log_mel_workers_never_import_torch(library_files, tmp_path):
         task = pickle.loads(pickle.dumps((LogMelExtractor(FeatureSettings(excerpt_seconds=2.0, n_excerpts=2)),
                                           FeatureCache({str(tmp_path)!r}))))
         path = {str(library_files[0][0])!r}
-        [(index, features, error)] = _compute_batch(*task, [(0, path, task[1].key(path, task[0].namespace()))], 1)
+        [(index, features, error)] = _compute_batch(*task, [(0, path, task[1].key(path, task[0].namespace()))])
         assert error is None and features.shape[:2] == (2, 96), (error, features)
         print("torch" in sys.modules)
     """)

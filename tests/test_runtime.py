@@ -38,6 +38,11 @@ def slow_upper(batch):
     return [str(item).upper() for item in batch]
 
 
+def sleep_for(batch):
+    time.sleep(sum(batch))
+    return batch
+
+
 def raise_on_bad(batch):
     if "bad" in batch:
         raise ValueError("a bad item")
@@ -217,13 +222,13 @@ def test_a_caller_that_stops_early_ends_the_workers(stop):
     workers = []
 
     def consume():
-        results = runtime.map_batches(slow_upper, [[i] for i in range(40)], n_jobs=2)
-        next(results)
-        workers.extend(_worker_children())
-        if stop == "close":
-            results.close()
-            return
+        # Minutes of work after the first batch: only a kill ends these workers within seconds.
+        results = runtime.map_batches(sleep_for, [[0]] + [[120]] * 10, n_jobs=2)
         for _ in results:
+            workers.extend(_worker_children())
+            if stop == "close":
+                results.close()
+                return
             raise KeyboardInterrupt if stop == "KeyboardInterrupt" else RuntimeError("the caller failed")
 
     try:
