@@ -347,15 +347,16 @@ def _numbered(function, number, batch):
 def _death_cause(error) -> str:
     """What killed a worker, from the exit codes loky lists in its error."""
     listed = str(error).partition("exit codes of the workers are")[2]
-    for code in (int(c) for c in re.findall(r"\((-?\d+)\)", listed)):
-        if code < 0:
-            try:
-                return f"killed by signal {-code} ({signal.Signals(-code).name})"
-            except ValueError:
-                return f"killed by signal {-code}"
-        if code > 0:
-            return f"exited with code {code}"
-    return "cause unknown"
+    codes = [int(code) for code in re.findall(r"\((-?\d+)\)", listed)]
+    if not codes:
+        return "cause unknown"
+    code = min(codes)  # a signal (negative) says more than an exit status
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        return f"killed by signal {-code} ({signal.Signals(-code).name})"
+    except ValueError:
+        return f"killed by signal {-code}"
 
 
 def _exit_with_parent(parent: int) -> None:

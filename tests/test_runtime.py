@@ -33,6 +33,17 @@ def upper_or_die(batch, protected):
     return [item.upper() for item in batch]
 
 
+def die_as_told(batch, protected):
+    """A worker process ends itself as its item says: by a signal, or by a C-level exit."""
+    for item in batch:
+        if os.getpid() != protected:
+            if item.startswith("signal"):
+                os.kill(os.getpid(), int(item[len("signal"):]))
+            elif item.startswith("exit"):
+                os._exit(int(item[len("exit"):]))
+    return batch
+
+
 def slow_upper(batch):
     time.sleep(0.3 * len(batch))
     return [str(item).upper() for item in batch]
@@ -134,6 +145,17 @@ def test_a_worker_killed_by_an_item_costs_that_item_only(culprits):
     assert sorted(errors) == sorted(f"poison{i}" for i in culprits)
     assert all(e.cause == "killed by signal 9 (SIGKILL)" for e in errors.values())
     assert results == {item: item.upper() for item in items if "poison" not in item}
+
+
+@two_cores
+def test_the_error_names_how_the_worker_died():
+    items = ["a", f"signal{int(signal.SIGSEGV)}", "b", "exit3", "c", f"signal{int(signal.SIGABRT)}", "d"]
+    function = functools.partial(die_as_told, protected=os.getpid())
+    errors = {b[0]: e.cause for b, _, e in runtime.map_batches(function, [items[:4], items[4:]], n_jobs=2) if e}
+    assert errors == {f"signal{int(signal.SIGSEGV)}": f"killed by signal {int(signal.SIGSEGV)} (SIGSEGV)",
+                      "exit3": "exited with code 3",
+                      f"signal{int(signal.SIGABRT)}": f"killed by signal {int(signal.SIGABRT)} (SIGABRT)"}
+    assert str(runtime.WorkerDied("exited with code 3")) == "the worker process died, exited with code 3"
 
 
 @two_cores
