@@ -114,8 +114,9 @@ class _Features(NamedTuple):
         batch = self.values.shape[0]
         peak = np.broadcast_to(self.constants, (batch, self.live.size)).copy()
         mean = peak.copy()
-        peak[:, self.live] = self.values.max(axis=1)
-        mean[:, self.live] = self.values.mean(axis=1)
+        if self.live.any():
+            peak[:, self.live] = self.values.max(axis=1)
+            mean[:, self.live] = self.values.mean(axis=1)
         return peak, mean
 
 
@@ -208,7 +209,7 @@ class _TimbralBank(_FrontEndBank):
             unrolled = sliding_window_view(flat[:, first:first + bands], self.frames, axis=0)  # (rows, bands, frames)
             for r0 in range(0, n_rows, _ROWS_PER_CHUNK):
                 rows = unrolled[r0:r0 + _ROWS_PER_CHUNK]
-                product = (rows.reshape(len(rows), -1) @ matrix).reshape(len(rows), n_pos, n_filters)
+                product = (rows.reshape(len(rows), bands * self.frames) @ matrix).reshape(len(rows), n_pos, n_filters)
                 _max_over_positions(product, peak[r0:r0 + len(rows)], first_block=index == 0)
         starts = np.arange(batch) * length
         peak = peak[(starts[:, None] + np.arange(n_frames)).ravel()].reshape(batch, n_frames, n_filters)
@@ -228,21 +229,23 @@ class _TemporalBank(_FrontEndBank):
         self.band = band
         self.start = _PAD_BEFORE - (self.kernel - 1) // 2
 
-    def __call__(self, time_major: np.ndarray, n_frames: int) -> np.ndarray:
-        """``(L, B, bands)`` normalised, padded input, time first -> ``(B, T, live filters)``."""
+    def __call__(self, time_major: list[np.ndarray], n_frames: int) -> np.ndarray:
+        """Normalised, padded input, time first, in groups of patches ``(L, patches, bands)`` -> ``(B, T, live)``."""
         n_filters = self.band.shape[0]
-        _, batch, n_bands = time_major.shape
-        peak = np.empty((batch, n_frames, n_filters), dtype=time_major.dtype)
-        for b0 in range(0, batch, _TEMPORAL_PATCHES_PER_CHUNK):
-            patches = np.ascontiguousarray(time_major[:, b0:b0 + _TEMPORAL_PATCHES_PER_CHUNK])
-            n_patches = patches.shape[1]
+        batch = sum(patches.shape[1] for patches in time_major)
+        peak = np.empty((batch, n_frames, n_filters), dtype=time_major[0].dtype)
+        b0 = 0
+        for patches in time_major:
+            _, n_patches, n_bands = patches.shape
             for t0 in range(0, n_frames, _TEMPORAL_FRAMES_PER_CHUNK):
                 frames = min(_TEMPORAL_FRAMES_PER_CHUNK, n_frames - t0)
-                band = self.band[:, :frames, :frames + self.kernel - 1].reshape(n_filters * frames, -1)
+                band = self.band[:, :frames, :frames + self.kernel - 1].reshape(n_filters * frames,
+                                                                                frames + self.kernel - 1)
                 rows = patches[self.start + t0:self.start + t0 + frames + self.kernel - 1]
-                product = band @ rows.reshape(len(rows), -1)  # (filters * frames, patches * bands)
+                product = band @ rows.reshape(len(rows), n_patches * n_bands)  # (filters * frames, patches * bands)
                 peak[b0:b0 + n_patches, t0:t0 + frames] = (
                     product.reshape(n_filters, frames, n_patches, n_bands).max(axis=3).transpose(2, 1, 0))
+            b0 += n_patches
         return self.finish(peak)
 
 
@@ -264,7 +267,7 @@ class _MidBlock:
         kept = weight[self.live]
         self.bias, self.scale, self.shift = bias[self.live], scale[self.live], shift[self.live]
         # (in, tap) rows, as the time-unrolled input lays them out
-        self.weight = kept[:, inputs_live].reshape(int(self.live.sum()), -1).T.astype(dtype)
+        self.weight = kept[:, inputs_live].reshape(len(kept), int(inputs_live.sum()) * _MID_WIDTH).T.astype(dtype)
         self.tap_bias = np.einsum("oik,i->ko", kept[:, ~inputs_live], input_constants[~inputs_live].astype(np.float64))
         self._frame_bias: dict[int, np.ndarray] = {}
 
@@ -283,15 +286,15 @@ class _MidBlock:
         half = (_MID_WIDTH - 1) // 2
         padded = np.zeros((batch, n_frames + 2 * half, n_inputs), dtype=x.dtype)
         padded[:, half:half + n_frames] = x
-        flat = padded.reshape(-1, n_inputs)
+        flat = padded.reshape(batch * (n_frames + 2 * half), n_inputs)
         unrolled = sliding_window_view(flat, _MID_WIDTH, axis=0)  # (rows, in, taps)
         n_rows = len(unrolled)
         out = np.empty((n_rows, self.weight.shape[1]), dtype=x.dtype)
         for r0 in range(0, n_rows, _ROWS_PER_CHUNK):
             rows = unrolled[r0:r0 + _ROWS_PER_CHUNK]
-            np.matmul(rows.reshape(len(rows), -1), self.weight, out=out[r0:r0 + len(rows)])
+            np.matmul(rows.reshape(len(rows), n_inputs * _MID_WIDTH), self.weight, out=out[r0:r0 + len(rows)])
         starts = np.arange(batch) * (n_frames + 2 * half)
-        out = out[(starts[:, None] + np.arange(n_frames)).ravel()].reshape(batch, n_frames, -1)
+        out = out[(starts[:, None] + np.arange(n_frames)).ravel()].reshape(batch, n_frames, out.shape[1])
         values = np.maximum(out + self.frame_bias(n_frames), 0) * self.scale + self.shift
         return _Features(values, self.live, self.constants)
 
@@ -399,7 +402,8 @@ class MusicnnNumpy:
         padded[:, _PAD_BEFORE:_PAD_BEFORE + n_frames] = x * self._input_scale + self._input_shift
         timbral_start = _PAD_BEFORE - (_TIMBRAL_FRAMES - 1) // 2
         timbral_window = padded[:, timbral_start:timbral_start + n_frames + _TIMBRAL_FRAMES - 1]
-        time_major = padded.transpose(1, 0, 2)
+        time_major = [np.ascontiguousarray(padded[b0:b0 + _TEMPORAL_PATCHES_PER_CHUNK].transpose(1, 0, 2))
+                      for b0 in range(0, batch, _TEMPORAL_PATCHES_PER_CHUNK)]
         parts = [bank(np.ascontiguousarray(timbral_window)) for bank in self._timbral]
         parts += [bank(time_major, n_frames) for bank in self._temporal]
         return _Features(np.concatenate(parts, axis=2), self._front_live, self._front_constants)

@@ -130,6 +130,15 @@ def test_other_patch_lengths_match_torch(frames, model, patches):
         np.testing.assert_allclose(getattr(ours, name), theirs[name], rtol=0, atol=TOLERANCE[name], err_msg=name)
 
 
+def test_with_every_filter_pruned_the_output_is_the_constant_one(state_dict, patches):
+    everything_dead = MusicnnNumpy(state_dict, dead_gain=np.inf)
+    assert set(everything_dead.live_channels.values()) == {0}
+    embeddings = everything_dead.embed(patches)
+    assert np.isfinite(embeddings).all()
+    # the same for every input, up to the rounding of BLAS kernels that differ between rows
+    np.testing.assert_allclose(embeddings, np.broadcast_to(embeddings[0], embeddings.shape), rtol=1e-5, atol=1e-7)
+
+
 def test_bad_input_and_bad_weights_give_one_line_errors(state_dict):
     model = MusicnnNumpy(state_dict)
     for shape in [(187, 96), (2, 187, 95), (2, 0, 96)]:
