@@ -131,6 +131,27 @@ _TORCH_DTYPES = {
 }
 
 
+def _brief(value) -> str:
+    """A short description of a value read from the file, for an error message.
+
+    Never a full ``repr``: a pickle can build nested containers that share
+    parts, whose ``repr`` grows exponentially with the file.
+    """
+    if isinstance(value, (_StorageType, _Marker)):
+        return f"torch.{value.name}" if isinstance(value, _StorageType) else value.name
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value[:40]) + ("..." if len(value) > 40 else "")
+    if type(value) in (tuple, list) and len(value) <= 8 and all(
+            v is None or isinstance(v, (bool, int, float, str)) for v in value):
+        return "(" + ", ".join(_brief(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    length = f" of {len(value)} items" if isinstance(value, (tuple, list, dict, set)) else ""
+    return f"a {type(value).__name__}{length}"
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -150,33 +171,33 @@ def _strided_view(array: np.ndarray, storage_offset, size, stride) -> np.ndarray
     Every element the view can reach is checked to lie inside the storage:
     ``as_strided`` itself would read whatever memory the numbers point at.
     """
-    _check(_is_int(storage_offset) and storage_offset >= 0, f"storage offset {storage_offset!r}")
-    _check(isinstance(size, (tuple, list)) and all(_is_int(n) and n >= 0 for n in size), f"size {size!r}")
+    _check(_is_int(storage_offset) and storage_offset >= 0, f"storage offset {_brief(storage_offset)}")
+    _check(isinstance(size, (tuple, list)) and all(_is_int(n) and n >= 0 for n in size), f"size {_brief(size)}")
     _check(isinstance(stride, (tuple, list)) and len(stride) == len(size)
-           and all(_is_int(s) and s >= 0 for s in stride), f"stride {stride!r} for size {size!r}")
+           and all(_is_int(s) and s >= 0 for s in stride), f"stride {_brief(stride)} for size {_brief(size)}")
     _check(len(size) <= 64, f"{len(size)} dimensions")
     if 0 in size:  # no element to reach
         base = np.empty(0, dtype=array.dtype)
     else:
         last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
-        _check(last < array.size, f"a tensor reaching element {last} of a storage of {array.size}")
+        _check(last < array.size, f"a tensor reaching element {_brief(last)} of a storage of {array.size}")
         base = array[storage_offset:]
     return np.lib.stride_tricks.as_strided(base, shape=tuple(size), strides=tuple(s * array.itemsize for s in stride))
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata=None):
     _check(type(storage) is _Storage and storage.type.name != "UntypedStorage", "a tensor without a typed storage")
-    _check(isinstance(requires_grad, bool), f"requires_grad {requires_grad!r}")
+    _check(isinstance(requires_grad, bool), f"requires_grad {_brief(requires_grad)}")
     _empty_hooks(backward_hooks)
     if metadata:
-        raise TorchFileError(f"unsupported tensor: it carries metadata {metadata!r} (conjugate or negative bit)")
+        raise TorchFileError(f"unsupported tensor: it carries metadata {_brief(metadata)} (conjugate or negative bit)")
     return _strided_view(storage.array, storage_offset, size, stride)
 
 
 def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype,
                        metadata=None):
     _check(type(storage) is _Storage and storage.type.name == "UntypedStorage", "a tensor without an untyped storage")
-    _check(isinstance(dtype, str) and dtype.startswith("torch."), f"dtype {dtype!r}")
+    _check(isinstance(dtype, str) and dtype.startswith("torch."), f"dtype {_brief(dtype)}")
     element = _TORCH_DTYPES.get(dtype[len("torch."):])
     if element is None:
         raise TorchFileError(f"unsupported tensor dtype {dtype}")
@@ -206,7 +227,7 @@ def _rebuild_from_type_v2(function, new_type, args, state):
     _check(type(function) is _Global and function.function in (_rebuild_tensor_v2, _rebuild_tensor_v3)
            and isinstance(args, tuple), "a tensor rebuilt by an unknown function")
     if type(new_type) is not _Marker or new_type.name != "torch.Tensor":
-        raise TorchFileError(f"unsupported tensor subclass {new_type!r}")
+        raise TorchFileError(f"unsupported tensor subclass {_brief(new_type)}")
     if state:
         raise TorchFileError("unsupported tensor: it carries Python attributes")
     return function(*args)
@@ -341,11 +362,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         if self.reader is None:
             raise TorchFileError("a pickle referring to storages outside a zip archive")
-        _check(isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage", f"persistent id {pid!r}")
+        _check(isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage", f"persistent id {_brief(pid)}")
         _, storage_type, key, location, numel = pid
-        _check(type(storage_type) is _StorageType, f"storage type {storage_type!r}")
+        _check(type(storage_type) is _StorageType, f"storage type {_brief(storage_type)}")
         _check(isinstance(key, str) and isinstance(location, str) and _is_int(numel) and numel >= 0,
-               f"storage {key!r}")
+               f"storage {_brief(key)}")
         if storage_type.dtype is None:
             raise TorchFileError(f"unsupported tensor type torch.{storage_type.name}")
         if key in self.storages:

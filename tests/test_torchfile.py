@@ -271,6 +271,35 @@ def test_damaged_tensor_records_give_one_line_errors(tensor, records, message, t
     assert "\n" not in str(error.value)
 
 
+def test_error_messages_never_expand_shared_structures(tmp_path):
+    # 80 nested lists, each holding the previous one twice: a repr would have 2**80 parts
+    nested = b"]q\x000" + b"".join(b"]q" + bytes([i + 1]) + b"(h" + bytes([i]) + b"h" + bytes([i]) + b"e0"
+                                    for i in range(80)) + b"h" + bytes([80])
+    storage = _Pickle.tuple_(_Pickle.text("storage"), _Pickle.global_("torch", "FloatStorage"), _Pickle.text("0"),
+                             _Pickle.text("cpu"), _Pickle.int_(4)) + b"Q"
+    hooks = _Pickle.global_("collections", "OrderedDict") + b")R"
+    cases = {"persistent id a list of 2 items": nested + b"Q",
+             "size a list of 2 items": _Pickle.global_("torch._utils", "_rebuild_tensor_v2") + b"(" + storage
+             + _Pickle.int_(0) + nested + _Pickle.tuple_(_Pickle.int_(1)) + b"\x89" + hooks + b"tR"}
+    code = textwrap.dedent("""
+        import sys
+        from genre_cnn_core.torchfile import TorchFileError, read_torch_file
+        try:
+            read_torch_file(sys.argv[1])
+        except TorchFileError as error:
+            print(error)
+    """)
+    for message, body in cases.items():
+        path = write_archive(tmp_path / "nested.pt", _Pickle.program(body), [("0", bytes(16))])
+        # in a child process: a repr of the lists would hold the interpreter for ever
+        try:
+            result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                                    timeout=120)  # a guard against an exponential message, not a speed check
+        except subprocess.TimeoutExpired:
+            pytest.fail("the error message expanded the nested lists")
+        assert result.stdout.strip() == f"damaged data.pkl: {message}", result.stderr
+
+
 def test_garbage_empty_and_truncated_files(tmp_path):
     saved = tmp_path / "good.pt"
     torch.save({"w": torch.arange(1000.0)}, saved)
@@ -281,7 +310,8 @@ def test_garbage_empty_and_truncated_files(tmp_path):
         path = tmp_path / f"{name}.pt"
         path.write_bytes(content)
         # the tail keeps the zip directory, not the records it points at
-        with pytest.raises(TorchFileError, match="damaged file" if name == "tail" else "not a torch.save file") as error:
+        expected = "damaged file" if name == "tail" else "not a torch.save file"
+        with pytest.raises(TorchFileError, match=expected) as error:
             read_torch_file(path)
         assert "\n" not in str(error.value), name
     # a flipped byte inside the tensor's data: the record's CRC catches it
