@@ -372,6 +372,13 @@ def test_size_limits_are_checked_before_reading(tmp_path):
     with pytest.raises(TorchFileError, match="record data/0 unpacks to 50000000 bytes, more than the 1000000 allowed"):
         read_torch_file(bomb, max_bytes=1_000_000)
     assert read_torch_file(bomb, max_bytes=60_000_000).shape == (numel,)
+    # records within the limit one by one, not together
+    two = _Pickle.tuple_(*(_Pickle.tensor(key, 150_000, 0, (150_000,), (1,)) for key in "01"))
+    pair = write_archive(tmp_path / "pair.pt", _Pickle.program(two), [("0", bytes(600_000)), ("1", bytes(600_000))],
+                         compress=zipfile.ZIP_DEFLATED)
+    with pytest.raises(TorchFileError, match="record data/1 unpacks to 600000 bytes, more than the 1000000 allowed"):
+        read_torch_file(pair, max_bytes=1_000_000)
+    assert [a.shape for a in read_torch_file(pair, max_bytes=1_300_000)] == [(150_000,), (150_000,)]
 
 
 def test_file_objects_are_read_from_their_position_and_left_open(tmp_path):
