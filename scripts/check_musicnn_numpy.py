@@ -20,7 +20,8 @@ times a forward pass, one thread, each configuration in a fresh process
 ``torch.set_num_threads(1)``), in milliseconds per patch at batch sizes 4,
 16 and 64: the torch port, the torch port with the dead filters pruned, and
 the numpy version; then the start-up of a fresh process importing each.
-Minimum over repeats of both wall-clock and CPU time: on a shared machine,
+Minimum over repeats (``--patches`` patches in all per timing, at least
+``--repeats`` runs) of both wall-clock and CPU time: on a shared machine,
 the CPU time is the steadier one.
 """
 
@@ -186,7 +187,7 @@ def time_startup(code: str, repeats: int) -> float:
     return min(times)
 
 
-def check_speed(repeats: int) -> None:
+def check_speed(patches: int, repeats: int) -> None:
     from threadpoolctl import threadpool_info
 
     blas = [f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')}" for i in threadpool_info()
@@ -196,7 +197,9 @@ def check_speed(repeats: int) -> None:
     print("ms per patch, one thread, min over repeats (wall / CPU):")
     print(f"  {'batch':>5s}  {'torch':>13s}  {'torch pruned':>13s}  {'numpy':>13s}  speed-up (CPU)")
     for batch in BATCH_SIZES:
-        rows = {kind: time_forward(kind, batch, repeats) for kind in ("torch", "torch-pruned", "numpy")}
+        # as many patches at every batch size: the minimum of few short runs is a noisy one
+        rows = {kind: time_forward(kind, batch, max(repeats, patches // batch))
+                for kind in ("torch", "torch-pruned", "numpy")}
         cells = "  ".join(f"{rows[k]['wall_ms']:6.1f}/{rows[k]['cpu_ms']:6.1f}" for k in rows)
         print(f"  {batch:5d}  {cells}  {rows['torch']['cpu_ms'] / rows['numpy']['cpu_ms']:.1f}x")
     patch = "import numpy as np; x = np.zeros((4, 187, 96), np.float32); "
@@ -221,10 +224,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="/work/shared/data", help="folder holding gtzan-dev/ and jamendo/")
     parser.add_argument("--speed", action="store_true", help="time the forward passes and start-up instead")
-    parser.add_argument("--repeats", type=int, default=7, help="repeats per timing (--speed)")
+    parser.add_argument("--patches", type=int, default=512, help="patches per forward-pass timing (--speed)")
+    parser.add_argument("--repeats", type=int, default=7, help="fewest repeats per timing (--speed)")
     args = parser.parse_args(argv)
     if args.speed:
-        check_speed(args.repeats)
+        check_speed(args.patches, args.repeats)
     else:
         check_real_audio(args.data)
     return 0
