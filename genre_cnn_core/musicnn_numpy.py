@@ -29,6 +29,7 @@ Only numpy is imported (scipy's import alone costs more than a forward pass).
 
 from __future__ import annotations
 
+import itertools
 from importlib import resources
 from typing import NamedTuple
 
@@ -188,7 +189,7 @@ class _TimbralBank(_FrontEndBank):
         edges = np.linspace(0, positions, n_blocks + 1).round().astype(int)
         self.frames = frames
         self.blocks = []  # (first band, bands, positions, (bands * frames, filters * positions) matrix)
-        for first, stop in zip(edges[:-1], edges[1:]):
+        for first, stop in itertools.pairwise(edges):
             n_pos = stop - first
             bands = n_pos + width - 1
             matrix = np.zeros((bands, frames, n_pos, n_filters), dtype=dtype)
