@@ -47,21 +47,42 @@ class FeatureSettings:
 
     @classmethod
     def from_dict(cls, values: dict) -> "FeatureSettings":
-        """Rebuild settings saved by :meth:`as_dict`.
+        """Rebuild settings saved by :meth:`as_dict`, checking each one.
 
         Raises
         ------
         ValueError
-            When ``values`` holds settings this version does not know.
+            When ``values`` holds settings this version does not know, or
+            a value of the wrong type or outside what can work.
         """
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unsupported feature settings: {', '.join(sorted(unknown))}")
-        return cls(**values)
+        if not isinstance(values, dict):
+            raise ValueError("not a mapping")
+        names = {f.name for f in dataclasses.fields(cls)}
+        if set(values) != names:
+            unknown, missing = set(values) - names, names - set(values)
+            raise ValueError(", ".join([f"unsupported: {', '.join(sorted(unknown))}"] * bool(unknown)
+                                       + [f"missing: {', '.join(sorted(missing))}"] * bool(missing)))
+        for name, (low, high) in _RANGES.items():
+            value = values[name]
+            whole = name != "excerpt_seconds"
+            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) \
+                    or not low <= value <= high:
+                kind = "an integer" if whole else "a number"
+                raise ValueError(f"{name} must be {kind} from {low} to {high}, not {value!r}")
+        settings = cls(**values)
+        if settings.n_fft & (settings.n_fft - 1) or settings.hop_length > settings.n_fft:
+            raise ValueError(f"n_fft {settings.n_fft} must be a power of two, at least hop_length "
+                             f"{settings.hop_length}")
+        return settings
 
     def frames(self, seconds: float) -> int:
         """Number of spectrogram frames in ``seconds`` of audio."""
         return 1 + int(seconds * self.sample_rate) // self.hop_length
+
+
+#: What each setting can be and still make features.
+_RANGES = {"sample_rate": (4000, 192000), "n_fft": (64, 16384), "hop_length": (16, 16384), "n_mels": (8, 512),
+           "excerpt_seconds": (0.5, 600.0), "n_excerpts": (1, 64)}
 
 
 def hz_to_mel(hz):

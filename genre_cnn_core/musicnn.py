@@ -47,6 +47,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .musicnn_numpy import (  # noqa: F401
+    _BN_EPS,
+    _PAD_AFTER,
+    _PAD_BEFORE,
+    HOP_LENGTH,
+    MSD_TAGS,
+    N_FFT,
+    N_MELS,
+    PATCH_FRAMES,
+    SAMPLE_RATE,
+    WEIGHTS_FILE,
+)
+
 __all__ = [
     "HOP_LENGTH",
     "MSD_TAGS",
@@ -60,34 +73,6 @@ __all__ = [
     "load_pretrained",
 ]
 
-SAMPLE_RATE = 16000
-N_FFT = 512
-HOP_LENGTH = 256
-N_MELS = 96
-PATCH_FRAMES = 187  # 3 s at 16 kHz / hop 256
-
-#: Name of the converted weights file inside the ``genre_cnn_core.data`` package.
-WEIGHTS_FILE = "musicnn_msd.pt"
-
-#: The 50 Million Song Dataset tags, in the order of the model's outputs.
-MSD_TAGS = (
-    "rock", "pop", "alternative", "indie", "electronic", "female vocalists",
-    "dance", "00s", "alternative rock", "jazz", "beautiful", "metal",
-    "chillout", "male vocalists", "classic rock", "soul", "indie rock",
-    "Mellow", "electronica", "80s", "folk", "90s", "chill", "instrumental",
-    "punk", "oldies", "blues", "hard rock", "ambient", "acoustic",
-    "experimental", "female vocalist", "guitar", "Hip-Hop", "70s", "party",
-    "country", "easy listening", "sexy", "catchy", "funk", "electro",
-    "heavy metal", "Progressive rock", "60s", "rnb", "indie pop", "sad",
-    "House", "happy",
-)
-
-_BN_EPS = 1e-3  # TensorFlow's batch_normalization default
-_TEMPORAL_KERNELS = (128, 64, 32)
-# "same" padding of the longest temporal kernel (TensorFlow puts the odd
-# extra frame after): every other kernel uses a window of this padded input.
-_PAD_BEFORE = (_TEMPORAL_KERNELS[0] - 1) // 2
-_PAD_AFTER = _TEMPORAL_KERNELS[0] - 1 - _PAD_BEFORE
 
 
 class MusicnnOutput(NamedTuple):

@@ -38,18 +38,38 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .torchfile import read_torch_file
 
-__all__ = ["DEAD_GAIN", "MusicnnNumpy", "MusicnnNumpyOutput", "load_pretrained"]
+__all__ = ["DEAD_GAIN", "HOP_LENGTH", "MSD_TAGS", "N_FFT", "N_MELS", "PATCH_FRAMES", "SAMPLE_RATE", "WEIGHTS_FILE",
+           "MusicnnNumpy", "MusicnnNumpyOutput", "load_pretrained"]
 
 #: A filter whose output can move by at most this much per unit of input
 #: magnitude is treated as dead.  The pretrained network's filters fall into
 #: two groups many orders of magnitude apart, one on each side of it.
 DEAD_GAIN = 1e-6
 
-# As in genre_cnn_core.musicnn, which imports torch.
+# The network's layout, shared with the torch port (genre_cnn_core.musicnn), which imports it from here.
+SAMPLE_RATE = 16000
+N_FFT = 512
+HOP_LENGTH = 256
 N_MELS = 96
-PATCH_FRAMES = 187
+PATCH_FRAMES = 187  # 3 s at 16 kHz / hop 256
+
+#: Name of the converted weights file inside the ``genre_cnn_core.data`` package.
 WEIGHTS_FILE = "musicnn_msd.pt"
-_BN_EPS = 1e-3
+
+#: The 50 Million Song Dataset tags, in the order of the model's outputs.
+MSD_TAGS = (
+    "rock", "pop", "alternative", "indie", "electronic", "female vocalists",
+    "dance", "00s", "alternative rock", "jazz", "beautiful", "metal",
+    "chillout", "male vocalists", "classic rock", "soul", "indie rock",
+    "Mellow", "electronica", "80s", "folk", "90s", "chill", "instrumental",
+    "punk", "oldies", "blues", "hard rock", "ambient", "acoustic",
+    "experimental", "female vocalist", "guitar", "Hip-Hop", "70s", "party",
+    "country", "easy listening", "sexy", "catchy", "funk", "electro",
+    "heavy metal", "Progressive rock", "60s", "rnb", "indie pop", "sad",
+    "House", "happy",
+)
+
+_BN_EPS = 1e-3  # TensorFlow's batch_normalization default
 _TIMBRAL = (("timbral74", int(0.4 * N_MELS)), ("timbral77", int(0.7 * N_MELS)))
 _TEMPORAL_KERNELS = (128, 64, 32)
 _PAD_BEFORE = (_TEMPORAL_KERNELS[0] - 1) // 2

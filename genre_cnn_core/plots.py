@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .cache import atomic_write
+from .files import atomic_write
 
 
 def matplotlib_available() -> bool:
@@ -23,7 +23,8 @@ def _pyplot():
 
 
 def save_confusion_matrix(report: dict, genres, path: str) -> None:
-    """Confusion matrix of a validation report as a PNG (rows: tagged, columns: predicted)."""
+    """Confusion matrix of the primary genre of a held-out report as a PNG (rows: first tagged genre,
+    columns: predicted)."""
     import numpy as np
 
     plt = _pyplot()
@@ -39,7 +40,9 @@ def save_confusion_matrix(report: dict, genres, path: str) -> None:
         if value:
             axes.text(column, row, str(value), ha="center", va="center",
                       color="white" if value > matrix.max() / 2 else "black")
-    axes.set_title(f"validation: accuracy {report['accuracy']:.0%}, macro-F1 {report['macro_f1']:.2f}")
+    top1 = report["top1_accuracy"]
+    axes.set_title(f"held-out: primary genre {'n/a' if top1 is None else format(top1, '.0%')}, "
+                   f"micro-F1 {report['micro_f1']:.2f}")
     figure.tight_layout()
     atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
     plt.close(figure)

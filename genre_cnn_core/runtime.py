@@ -38,6 +38,51 @@ THREAD_LIMIT_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_TH
                           "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
+# ------------------------------------------------------------ devices
+
+
+def resolve_device(name: str = "auto") -> str:
+    """Where the networks run: ``"cpu"``, or ``"cuda"``/``"cuda:N"``.
+
+    ``"auto"`` is CUDA when PyTorch sees a GPU. It imports torch only on a
+    machine with an NVIDIA driver, so that prediction with the default
+    backbone on a CPU-only machine never pays for importing torch.
+
+    Raises
+    ------
+    ValueError
+        An unknown device name.
+    RuntimeError
+        CUDA asked for, and PyTorch sees no such GPU.
+    """
+    if name == "cpu":
+        return "cpu"
+    if name == "auto":
+        if not _nvidia_driver():
+            return "cpu"
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    match = re.fullmatch(r"cuda(?::(\d+))?", name or "")
+    if not match:
+        raise ValueError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    if match.group(1) and int(match.group(1)) >= torch.cuda.device_count():
+        raise RuntimeError(f"device {name!r} asked for, but PyTorch sees {torch.cuda.device_count()} GPU(s)")
+    return name
+
+
+def _nvidia_driver() -> bool:
+    if sys.platform.startswith("linux"):
+        return os.path.exists("/proc/driver/nvidia/version")
+    import shutil
+
+    return shutil.which("nvidia-smi") is not None
+
+
 # ------------------------------------------------------------ threads and cores
 
 
