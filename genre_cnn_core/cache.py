@@ -1,13 +1,17 @@
-"""On-disk cache of per-track features.
+"""On-disk cache of per-track features, keyed by the audio itself.
 
-An entry is keyed by the file's absolute path, size and modification time
-and by everything that shapes the features (the extractor and its
-settings), so editing a file or changing a setting never serves stale
-features. Entries are written atomically (temporary file, rename) and end
-with a CRC-32 of their bytes. They are not fsync'ed: that cost the scratch
-backbone's cold run about a third of its time (bench/RESULTS.md), and a
-cache may lose entries; after a power failure an entry may be missing or
-damaged, and a damaged one fails its check and is recomputed, never used.
+An entry's key is the track's audio id (:func:`genre_cnn_core.container.
+audio_identity`: the audio payload, not the tags, the path or the mtime)
+and everything that shapes the features (the extractor and its settings).
+So tag writes, ``beet move``, ``beet write`` and copy-imports keep hitting
+the cache, and a change to the audio or a setting misses it.
+
+Each entry records what it is for (key, extractor namespace, shape, dtype)
+and ends with a CRC-32 of its bytes; a read checks all of it, and an entry
+that fails any check (damaged, copied from another track, from another
+extractor) is removed and recomputed, never used. Entries are written
+atomically (temporary file, rename) but not fsync'ed: a cache may lose
+entries, and after a power failure a damaged one fails its check.
 """
 
 from __future__ import annotations
@@ -17,102 +21,145 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zlib
 
 import numpy as np
 
+from .files import atomic_write
 
-def atomic_write(path: str, write, durable: bool = True) -> None:
-    """Write a file through a temporary file in the same folder, then rename.
-
-    Parameters
-    ----------
-    path : str
-        Final location.
-    write : callable
-        Called with a binary file object open for writing.
-    durable : bool
-        Flush the data to disk (fsync) before the rename, so that a power
-        failure leaves the old file or the whole new one.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes files private; keep the usual mode
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+_MAGIC = b"cnngenre-features-1\n"
+_CHECK_BYTES = 4  # CRC-32 of everything before it
+_HEADER_BYTES = 4  # length of the JSON header
+_SUFFIX = ".npy"
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def namespace_digest(namespace: dict) -> str:
+    """Short digest of an extractor's namespace (its kind, version and settings)."""
+    return hashlib.sha1(json.dumps(namespace, sort_keys=True).encode()).hexdigest()[:12]
 
 
 class FeatureCache:
-    """Features of tracks stored as ``.npy`` files under one folder.
+    """Features of tracks stored as files under one folder.
 
     Parameters
     ----------
     directory : str or None
         Where entries live; None disables the cache (every lookup misses,
         nothing is written).
+
+    Attributes
+    ----------
+    problem : str or None
+        Why the folder cannot be used (it is then disabled), for the caller
+        to say once.
     """
 
     def __init__(self, directory: str | None):
         self.directory = os.fspath(directory) if directory else None
+        self.problem = None
+        if self.directory:
+            try:
+                os.makedirs(self.directory, exist_ok=True)
+                if not os.access(self.directory, os.W_OK | os.X_OK):
+                    raise PermissionError("not writable")
+            except OSError as error:
+                self.problem = f"{self.directory}: {error.strerror or error}"
+                self.directory = None
 
-    def key(self, path, namespace: dict) -> str | None:
-        """The entry key of a file's features, or None if it cannot be stat'ed."""
-        try:
-            stat = os.stat(path)
-        except OSError:
-            return None
-        ident = [os.fsdecode(os.path.abspath(path)), stat.st_size, stat.st_mtime_ns, namespace]
-        return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+    @property
+    def enabled(self) -> bool:
+        return self.directory is not None
+
+    @staticmethod
+    def key(identity: str | None, namespace: dict) -> str | None:
+        """The entry key of a track's features: its audio id and the extractor's namespace."""
+        return None if identity is None else f"{identity}-{namespace_digest(namespace)}"
 
     def _file(self, key: str) -> str:
-        return os.path.join(self.directory, key[:2], key + ".npy")
+        return os.path.join(self.directory, key[:2], key + _SUFFIX)
 
-    def load(self, key: str | None) -> np.ndarray | None:
-        """The cached array, or None when absent, disabled or unreadable."""
+    def load(self, key: str | None, namespace: dict) -> np.ndarray | None:
+        """The cached array, or None when absent, disabled, or failing any check."""
         if not self.directory or key is None:
             return None
+        path = self._file(key)
         try:
-            with open(self._file(key), "rb") as handle:
+            with open(path, "rb") as handle:
                 data = handle.read()
-            body, check = data[:-_CHECK_BYTES], data[-_CHECK_BYTES:]
-            if len(data) <= _CHECK_BYTES or zlib.crc32(body) != int.from_bytes(check, "little"):
-                raise ValueError("checksum mismatch")
-            return np.load(io.BytesIO(body), allow_pickle=False)
+            return _decode(data, key, namespace)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, EOFError):
-            # A damaged entry (crash, disk trouble, foreign file): drop it, recompute.
-            with contextlib.suppress(OSError):
-                os.unlink(self._file(key))
+            self.discard(key)
             return None
 
-    def store(self, key: str | None, array: np.ndarray) -> None:
+    def discard(self, key: str) -> None:
+        """Remove an entry (a damaged one, or one its extractor rejects)."""
+        if self.directory:
+            with contextlib.suppress(OSError):
+                os.unlink(self._file(key))
+
+    def store(self, key: str | None, namespace: dict, array: np.ndarray) -> None:
         """Save an array atomically; a full or read-only disk only costs the entry."""
         if not self.directory or key is None:
             return
-        buffer = io.BytesIO()
-        np.save(buffer, array, allow_pickle=False)
-        body = buffer.getvalue()
-        entry = body + zlib.crc32(body).to_bytes(_CHECK_BYTES, "little")
+        entry = _encode(array, key, namespace)
         with contextlib.suppress(OSError):
             atomic_write(self._file(key), lambda handle: handle.write(entry), durable=False)
 
+    def entries(self):
+        """``(audio id, path, bytes)`` of every entry."""
+        if not self.directory:
+            return
+        for folder, _, names in os.walk(self.directory):
+            for name in names:
+                if name.endswith(_SUFFIX) and not name.startswith("."):
+                    path = os.path.join(folder, name)
+                    with contextlib.suppress(OSError):
+                        yield name[:-len(_SUFFIX)].rsplit("-", 1)[0], path, os.path.getsize(path)
 
-_CHECK_BYTES = 4  # CRC-32 after the .npy bytes of an entry
+    def size(self) -> tuple[int, int]:
+        """Number of entries and their bytes."""
+        count = total = 0
+        for _, _, size in self.entries():
+            count += 1
+            total += size
+        return count, total
+
+    def prune(self, keep: set) -> tuple[int, int]:
+        """Remove the entries of every audio id not in ``keep``; the number removed and their bytes."""
+        count = total = 0
+        for identity, path, size in list(self.entries()):
+            if identity not in keep:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                    count += 1
+                    total += size
+        return count, total
+
+
+def _encode(array: np.ndarray, key: str, namespace: dict) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    header = json.dumps({"key": key, "namespace": namespace, "shape": list(array.shape),
+                         "dtype": array.dtype.str}, sort_keys=True).encode()
+    body = _MAGIC + len(header).to_bytes(_HEADER_BYTES, "little") + header + buffer.getvalue()
+    return body + zlib.crc32(body).to_bytes(_CHECK_BYTES, "little")
+
+
+def _decode(data: bytes, key: str, namespace: dict) -> np.ndarray:
+    """The array of an entry, after checking its checksum and that it is the entry asked for."""
+    body, check = data[:-_CHECK_BYTES], data[-_CHECK_BYTES:]
+    if len(data) <= len(_MAGIC) + _HEADER_BYTES + _CHECK_BYTES or not body.startswith(_MAGIC):
+        raise ValueError("not a cache entry")
+    if zlib.crc32(body) != int.from_bytes(check, "little"):
+        raise ValueError("checksum mismatch")
+    start = len(_MAGIC) + _HEADER_BYTES
+    length = int.from_bytes(body[len(_MAGIC):start], "little")
+    header = json.loads(body[start:start + length])
+    if header.get("key") != key or header.get("namespace") != namespace:
+        raise ValueError("entry of another track or extractor")
+    array = np.load(io.BytesIO(body[start + length:]), allow_pickle=False)
+    if list(array.shape) != header.get("shape") or array.dtype.str != header.get("dtype"):
+        raise ValueError("entry does not match its header")
+    return array

@@ -1,12 +1,10 @@
-"""Per-track features, computed in parallel (see :mod:`runtime`) and cached.
+"""Per-track features of many files: from the cache, or computed in
+parallel workers (:mod:`genre_cnn_core.runtime`) and cached.
 
-Two extractors serve the two backbones:
-
-* :class:`LogMelExtractor` keeps the log-mel spectrograms of a track's
-  excerpts; the scratch CNN learns from them.
-* :class:`MusicnnExtractor` runs the frozen, pretrained musicnn network on
-  a track's patches and keeps one small embedding per track; only a genre
-  head is trained on top.
+What a track's features are is its backbone's extractor's business
+(:mod:`genre_cnn_core.backbones`); this module only moves them: cache
+lookups by audio id in the main process, computation in the workers,
+each result checked by its extractor before it is stored or used.
 """
 
 from __future__ import annotations
@@ -22,111 +20,11 @@ import numpy as np
 from . import runtime
 from .audio import AudioError
 from .cache import FeatureCache
-from .features import FeatureSettings, fixed_frames, track_log_mels
-
-#: Bumped whenever an extractor's output changes, to retire old cache entries.
-EXTRACTOR_VERSION = 1
-
-
-class LogMelExtractor:
-    """Log-mel spectrograms of a track's excerpts, stored as float16."""
-
-    kind = "logmel"
-
-    def __init__(self, settings: FeatureSettings):
-        self.settings = settings
-
-    def namespace(self) -> dict:
-        return {"kind": self.kind, "version": EXTRACTOR_VERSION, **self.settings.as_dict()}
-
-    def compute(self, paths: Sequence) -> list:
-        """Features per path, or the :class:`AudioError` that stopped it."""
-        results = []
-        for path in paths:
-            try:
-                results.append(track_log_mels(path, self.settings).astype(np.float16))
-            except AudioError as error:
-                results.append(error)
-        return results
-
-
-class MusicnnExtractor:
-    """Track embeddings from the pretrained musicnn network.
-
-    A track's embedding concatenates, averaged over its patches, the temporal
-    mean and max pooling of musicnn's mid-level features and its 50 tag
-    probabilities.
-    """
-
-    kind = "musicnn"
-    #: Patches in one forward pass: large enough to keep the CPU busy, small
-    #: enough to bound memory.
-    max_batch = 64
-
-    def __init__(self, settings: FeatureSettings, device: str = "cpu"):
-        self.settings = settings
-        self.device = device
-
-    def namespace(self) -> dict:
-        return {"kind": self.kind, "version": EXTRACTOR_VERSION, **self.settings.as_dict()}
-
-    def compute(self, paths: Sequence) -> list:
-        import torch
-
-        from . import musicnn
-
-        results, patches, owners = [], [], []
-        for path in paths:
-            try:
-                spectrograms = track_log_mels(path, self.settings)
-            except AudioError as error:
-                results.append(error)
-                continue
-            results.append(None)
-            for spectrogram in spectrograms:
-                patches.append(fixed_frames(spectrogram, musicnn.PATCH_FRAMES).T)
-                owners.append(len(results) - 1)
-        if not patches:
-            return results
-
-        network = _pretrained_musicnn(self.device)
-        outputs = []
-        with torch.inference_mode():
-            batch = torch.from_numpy(np.stack(patches))
-            for chunk in torch.split(batch, self.max_batch):
-                out = network(chunk.to(self.device))
-                outputs.append(torch.cat([out.mean_pool, out.max_pool, torch.sigmoid(out.logits)], dim=1))
-        per_patch = torch.cat(outputs).float().cpu().numpy()
-        owners = np.asarray(owners)
-        for index in np.unique(owners):
-            results[index] = per_patch[owners == index].mean(axis=0).astype(np.float16)
-        return results
-
-
-def tag_names() -> list[str]:
-    """Names of the musicnn tag probabilities at the end of an embedding."""
-    from . import musicnn
-
-    return list(musicnn.MSD_TAGS)
-
-
-_NETWORKS: dict = {}
-
-
-def _pretrained_musicnn(device: str = "cpu"):
-    """The pretrained network, loaded once per process and device."""
-    if device not in _NETWORKS:
-        from . import musicnn
-
-        _NETWORKS[device] = musicnn.load_pretrained(device)
-    return _NETWORKS[device]
-
-
-EXTRACTORS = {LogMelExtractor.kind: LogMelExtractor, MusicnnExtractor.kind: MusicnnExtractor}
+from .container import audio_identity
 
 
 def _compute_batch(extractor, cache: FeatureCache, batch: list) -> list:
-    """Worker side: features of a batch of ``(index, path, key)``, cached."""
+    """Worker side: features of a batch of ``(index, path, key)``, checked, then cached."""
     try:
         results = extractor.compute([path for _, path, _ in batch])
     except AudioError:
@@ -136,11 +34,15 @@ def _compute_batch(extractor, cache: FeatureCache, batch: list) -> list:
             return [(batch[0][0], None, f"unexpected error: {type(error).__name__}: {error}")]
         return [row for item in batch for row in _compute_batch(extractor, cache, [item])]
     out = []
+    namespace = extractor.namespace()
     for (index, _, key), result in zip(batch, results):
+        problem = None if isinstance(result, AudioError) else extractor.check(result)
         if isinstance(result, AudioError):
             out.append((index, None, str(result)))
+        elif problem:
+            out.append((index, None, f"features out of range ({problem}): the audio holds values no music has"))
         else:
-            cache.store(key, result)
+            cache.store(key, namespace, result)
             out.append((index, result, None))
     return out
 
@@ -154,6 +56,7 @@ def extract_features(
     progress: bool = False,
     description: str = "features",
     backend: str = "loky",
+    identities: Sequence | None = None,
 ) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
     """Features of many files, from the cache or computed in parallel.
 
@@ -161,9 +64,11 @@ def extract_features(
     ----------
     paths : sequence of str or bytes
         Absolute paths of audio files.
-    extractor : LogMelExtractor or MusicnnExtractor
+    extractor : genre_cnn_core.backbones.Extractor
     cache : FeatureCache, optional
         Reused entries skip decoding; new ones are stored by the workers.
+        Entries are found by each file's audio id, so tag writes and moves
+        keep hitting them.
     n_jobs : int
         Workers; 1 computes in this process, 0 uses every core, and more
         than the cores are not started (see :func:`runtime.worker_count`).
@@ -177,6 +82,9 @@ def extract_features(
         Where the work runs (see :func:`runtime.map_batches`). ``"dask"``
         runs on the Dask cluster of the active ``distributed.Client`` (see
         :func:`runtime.dask_client`).
+    identities : sequence, optional
+        Audio ids of the files (:func:`genre_cnn_core.container.audio_identity`),
+        when the caller has them already.
 
     Yields
     ------
@@ -194,8 +102,12 @@ def extract_features(
     todo = []
     with bar:
         for index, path in enumerate(paths):
-            key = cache.key(path, namespace)
-            features = cache.load(key)
+            key = cache.key(_identity(path) if identities is None else identities[index], namespace) \
+                if cache.enabled else None
+            features = cache.load(key, namespace)
+            if features is not None and extractor.check(features):
+                cache.discard(key)
+                features = None
             if features is None:
                 todo.append((index, path, key))
             else:
@@ -220,3 +132,10 @@ def extract_features(
                                  "the audio at the same paths (shared storage)")
                     bar.update()
                     yield index, features, error
+
+
+def _identity(path) -> str | None:
+    try:
+        return audio_identity(path)
+    except OSError:  # the worker says what is wrong with the file
+        return None

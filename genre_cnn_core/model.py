@@ -1,20 +1,16 @@
-"""The genre network: a backbone that turns audio features into an
-embedding, and a genre head that turns the embedding into genre scores.
+"""A trained genre model and its file.
 
-* ``scratch``: a 1-D CNN after Sander Dieleman's 2014 Spotify
-  recommendation network ("Recommending music on Spotify with deep
-  learning"; Dieleman & Schrauwen, "End-to-end learning for music audio",
-  ICASSP 2014): mel bands are input channels, convolutions run along time,
-  and global mean, max and L2 pooling summarise a window. Trained end to
-  end with its head on the user's library.
-* ``musicnn``: the pretrained musicnn network (Pons & Serra 2019), frozen;
-  its embeddings are computed once per track by
-  :class:`genre_cnn_core.extract.MusicnnExtractor`, and only the head is
-  trained.
+A model is a backbone's name, its feature settings, the weights of the
+trainable part, the calibration that turns its scores into probabilities,
+the genres, and plain metadata (training report, the audio ids of the
+tracks it learned from and their held-out predictions).
 
-A model file holds the weights of the trainable part and, as JSON, the
-genres, feature settings and training report. It loads with
-``torch.load(weights_only=True)``: opening a model file never runs code.
+The file is a PyTorch file of tensors and one JSON string: it opens with
+``torch.load(weights_only=True)``, and cnngenre reads it with
+:func:`genre_cnn_core.torchfile.read_torch_file`, which accepts the same
+plain data without importing torch. Nothing in it is believed unchecked:
+types, ranges, shapes against the architecture, finite values, and an id
+derived from the whole content.
 """
 
 from __future__ import annotations
@@ -24,272 +20,286 @@ import hashlib
 import io
 import json
 import os
-import pickle
-import re
+import stat
 
 import numpy as np
-import torch
-from torch import nn
 
-from .cache import atomic_write
-from .extract import EXTRACTORS
+from .backbones import BACKBONES, get_backbone
 from .features import FeatureSettings
+from .files import atomic_write
+from .metrics import calibrate
 
-#: Version of the model file layout; files of a newer one are refused.
-FORMAT_VERSION = 1
-BACKBONES = ("musicnn", "scratch")
+#: Version of the model file layout; other versions are refused.
+FORMAT_VERSION = 2
+#: Model files larger than this are refused before being read.
+MAX_MODEL_BYTES = 256 * 1024 * 1024
+MAX_GENRE_LENGTH = 64
 
 
 class ModelError(Exception):
-    """A model file is missing, unreadable or incompatible (one-line reason)."""
-
-
-class GlobalPooling(nn.Module):
-    """Mean, max and L2 norm over time, concatenated: ``(B, C, T) -> (B, 3C)``."""
-
-    def forward(self, x):
-        return torch.cat([x.mean(dim=2), x.amax(dim=2), x.square().mean(dim=2).add(1e-8).sqrt()], dim=1)
-
-
-class DielemanBackbone(nn.Module):
-    """1-D convolutions along time with mel bands as channels.
-
-    Parameters
-    ----------
-    n_mels : int
-        Input channels.
-    channels : tuple of int
-        Output channels of each convolution block.
-    kernel_size : int
-        Frames each convolution spans.
-    pools : tuple of int
-        Max pooling after each block but the last (length ``len(channels) - 1``).
-    """
-
-    def __init__(self, n_mels=96, channels=(128, 128, 256), kernel_size=4, pools=(4, 2)):
-        super().__init__()
-        layers: list[nn.Module] = [nn.BatchNorm1d(n_mels)]  # learns per-band scaling
-        previous = n_mels
-        for i, width in enumerate(channels):
-            layers += [nn.Conv1d(previous, width, kernel_size, bias=False), nn.BatchNorm1d(width), nn.ReLU()]
-            if i < len(pools):
-                layers.append(nn.MaxPool1d(pools[i]))
-            previous = width
-        self.blocks = nn.Sequential(*layers)
-        self.pool = GlobalPooling()
-        self.out_dim = 3 * previous
-
-    def forward(self, x):
-        return self.pool(self.blocks(x))
-
-
-class GenreHead(nn.Module):
-    """Standardise an embedding, then a linear layer or a one-hidden-layer MLP.
-
-    Parameters
-    ----------
-    in_dim : int
-        Embedding size.
-    n_genres : int
-        Output classes.
-    hidden : int
-        Hidden units; 0 makes the head a logistic regression.
-    dropout : float
-        Dropout before each linear layer.
-    offset : int
-        Index of the first embedding feature the head reads: the head sees
-        ``x[:, offset:offset + in_dim]`` (e.g. only musicnn's tag probabilities).
-    """
-
-    def __init__(self, in_dim, n_genres, hidden=0, dropout=0.0, offset=0):
-        super().__init__()
-        self.offset = offset
-        self.in_dim = in_dim
-        self.register_buffer("mean", torch.zeros(in_dim))
-        self.register_buffer("scale", torch.ones(in_dim))
-        if hidden:
-            self.layers = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(),
-                                        nn.Dropout(dropout), nn.Linear(hidden, n_genres))
-        else:
-            self.layers = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, n_genres))
-
-    def _features(self, x):
-        return x[:, self.offset:self.offset + self.in_dim]
-
-    def set_standardisation(self, embeddings: torch.Tensor) -> None:
-        """Centre and scale each feature by its mean and spread over ``embeddings``.
-
-        A single row has no spread (its sample standard deviation is NaN):
-        it is only centred.
-        """
-        used = self._features(embeddings)
-        self.mean.copy_(used.mean(dim=0))
-        if len(used) > 1:
-            self.scale.copy_(1.0 / used.std(dim=0).clamp_min(1e-4))
-        else:
-            self.scale.fill_(1.0)
-
-    def forward(self, x):
-        return self.layers((self._features(x) - self.mean) * self.scale)
-
-
-class ScratchNetwork(nn.Module):
-    """Dieleman backbone and genre head, trained together."""
-
-    def __init__(self, n_mels, n_genres, channels=(128, 128, 256), kernel_size=4, pools=(4, 2),
-                 hidden=256, dropout=0.5, window_frames=187):
-        super().__init__()
-        self.backbone = DielemanBackbone(n_mels, tuple(channels), kernel_size, tuple(pools))
-        self.head = GenreHead(self.backbone.out_dim, n_genres, hidden, dropout)
-        self.window_frames = window_frames
-
-    def forward(self, x):
-        return self.head(self.backbone(x))
-
-
-def build_network(backbone: str, architecture: dict) -> nn.Module:
-    """The trainable network of a backbone, from its saved constructor arguments."""
-    if backbone == "scratch":
-        return ScratchNetwork(**architecture)
-    if backbone == "musicnn":
-        return GenreHead(**architecture)
-    raise ModelError(f"unknown backbone {backbone!r} (known: {', '.join(BACKBONES)})")
-
-
-def sliding_windows(spectrograms: np.ndarray, width: int) -> np.ndarray:
-    """Half-overlapping windows of ``width`` frames from ``(E, M, T)`` excerpts."""
-    frames = spectrograms.shape[-1]
-    if frames <= width:
-        return spectrograms[:, :, :width]
-    starts = range(0, frames - width + 1, width // 2)
-    return np.concatenate([spectrograms[:, :, s:s + width] for s in starts])
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits / temperature
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    """A model file is missing, unreadable, unsafe or invalid (one-line reason)."""
 
 
 @dataclasses.dataclass
 class GenreModel:
-    """A trained genre model: the trainable network and what it needs to run.
+    """A trained genre model.
 
     Attributes
     ----------
     backbone : str
-        ``"musicnn"`` or ``"scratch"``.
+        Name of a registered backbone (:data:`genre_cnn_core.backbones.BACKBONES`).
     genres : list of str
-        Class names, in output order.
+        Genre names (lower case), in output order.
+    spellings : list of str
+        How the library spells each genre, for writing them into ``genres``.
     settings : FeatureSettings
         Feature settings the model was trained with; prediction uses them.
-    network : torch.nn.Module
-        Maps one track's features to genre logits.
+    weights : dict
+        Name -> numpy array of the trainable part.
     architecture : dict
-        Constructor arguments of ``network``.
-    temperature : float
-        Logits are divided by it before the softmax (calibration).
+        Plain data that shapes ``weights``.
+    calibration : np.ndarray
+        ``[a, b]`` of :func:`genre_cnn_core.metrics.calibrate`.
+    heldout_ids : list of str
+        Audio ids of the training tracks predicted by a model that never
+        heard their artist, ...
+    heldout_probabilities : np.ndarray
+        ... and those predictions, ``(len(heldout_ids), genres)``.
     metadata : dict
-        Plain data: training report, dates, library size.
+        Plain data: training report, dates, library size, ``trained_on``.
     """
 
     backbone: str
     genres: list
+    spellings: list
     settings: FeatureSettings
-    network: nn.Module
+    weights: dict
     architecture: dict
-    temperature: float = 1.0
+    calibration: np.ndarray
+    heldout_ids: list = dataclasses.field(default_factory=list)
+    heldout_probabilities: np.ndarray | None = None
     metadata: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        # Stored as they are saved, so the id of a model is the same before and after a round trip.
+        self.weights = {name: _stored(value) for name, value in self.weights.items()}
+        self.calibration = np.asarray(self.calibration, dtype=np.float32)
+        if self.heldout_probabilities is None:
+            self.heldout_probabilities = np.zeros((0, len(self.genres)), np.float32)
+        self.heldout_probabilities = np.asarray(self.heldout_probabilities, dtype=np.float32)
+
+    # ------------------------------------------------------------ use
 
     @property
     def model_id(self) -> str:
-        """Short identifier of these weights, written beside each prediction."""
-        return self.metadata.get("model_id", "unknown")
+        """Short identifier of this model's whole content, written beside each prediction.
 
-    def extractor(self):
+        A hash over the weights, calibration and metadata: any change of the
+        weights gives another id, so predictions of a damaged or retrained
+        model never pass for those of the original.
+        """
+        digest = hashlib.sha1(json.dumps(self._metadata_json(), sort_keys=True).encode())
+        for name, value in sorted(self._arrays().items()):
+            digest.update(f"{name}:{value.dtype.str}:{value.shape}".encode())
+            digest.update(np.ascontiguousarray(value).tobytes())
+        prefix = self.metadata.get("name") or self.backbone
+        return f"{prefix}-{digest.hexdigest()[:10]}"
+
+    @property
+    def trained_on(self) -> set:
+        """Audio ids of the tracks the model learned from."""
+        return set(self.metadata.get("trained_on", []))
+
+    def extractor(self, device: str = "cpu"):
         """The feature extractor this model reads."""
-        kind = "musicnn" if self.backbone == "musicnn" else "logmel"
-        return EXTRACTORS[kind](self.settings)
+        return get_backbone(self.backbone).extractor(self.settings, device)
 
     def logits(self, features: list, device: str = "cpu") -> np.ndarray:
-        """Genre logits per track, averaged over its windows for the scratch CNN."""
-        self.network.eval().to(device)
-        with torch.inference_mode():
-            if self.backbone != "scratch":
-                batch = torch.from_numpy(np.stack(features).astype(np.float32)).to(device)
-                return self.network(batch).float().cpu().numpy()
-            rows = []
-            for track in features:
-                windows = sliding_windows(np.asarray(track, np.float32), self.network.window_frames)
-                rows.append(self.network(torch.from_numpy(windows).to(device)).float().cpu().numpy())
-        # Windows vote with their probabilities; the mean logit keeps the
-        # temperature calibration meaningful.
-        return np.stack([r.mean(axis=0) for r in rows])
+        """Uncalibrated genre scores, ``(tracks, genres)``."""
+        return get_backbone(self.backbone).logits(self.weights, self.architecture, features, device)
 
     def predict_proba(self, features: list, device: str = "cpu") -> np.ndarray:
-        """Calibrated genre probabilities, shape ``(tracks, genres)``."""
+        """Calibrated probability that each genre applies, ``(tracks, genres)``."""
         if not features:
-            return np.zeros((0, len(self.genres)), np.float32)
-        return softmax(self.logits(features, device), self.temperature)
+            return np.zeros((0, len(self.genres)), np.float64)
+        return calibrate(self.logits(features, device), self.calibration)
+
+    def heldout(self) -> dict:
+        """Audio id -> held-out probabilities of each training track that has them."""
+        return dict(zip(self.heldout_ids, self.heldout_probabilities))
+
+    # ------------------------------------------------------------ file
+
+    def _metadata_json(self) -> dict:
+        meta = {k: v for k, v in self.metadata.items() if k != "model_id"}
+        meta.update(backbone=self.backbone, genres=list(self.genres), spellings=list(self.spellings),
+                    settings=self.settings.as_dict(), architecture=self.architecture,
+                    heldout_ids=list(self.heldout_ids))
+        return meta
+
+    def _arrays(self) -> dict:
+        arrays = {f"weights/{name}": value for name, value in self.weights.items()}
+        arrays.update(calibration=self.calibration, heldout_probabilities=self.heldout_probabilities)
+        return arrays
 
     def save(self, path: str) -> None:
         """Write the model file atomically (temporary file, fsync, rename)."""
-        state = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
-        meta = dict(self.metadata)
-        meta.update(backbone=self.backbone, genres=list(self.genres), settings=self.settings.as_dict(),
-                    architecture=self.architecture, temperature=float(self.temperature))
-        if "model_id" not in meta:
-            digest = hashlib.sha1()
-            for name in sorted(state):
-                digest.update(name.encode())
-                digest.update(state[name].numpy().tobytes())
-            meta["model_id"] = f"{meta.get('name', self.backbone)}-{digest.hexdigest()[:10]}"
-            self.metadata["model_id"] = meta["model_id"]
-        payload = {"format_version": FORMAT_VERSION, "metadata": json.dumps(meta), "state_dict": state}
+        import torch
+
+        meta = self._metadata_json()
+        meta["model_id"] = self.model_id
+        payload = {
+            "format_version": FORMAT_VERSION,
+            "metadata": json.dumps(meta),
+            "weights": {name: torch.from_numpy(np.array(value)) for name, value in self.weights.items()},
+            "calibration": torch.from_numpy(self.calibration.copy()),
+            "heldout_probabilities": torch.from_numpy(self.heldout_probabilities.copy()),
+        }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
 
     @classmethod
     def load(cls, path: str) -> "GenreModel":
-        """Load a model file without running any code stored in it.
+        """Load and check a model file; no code stored in it ever runs.
 
         Raises
         ------
         ModelError
-            Missing, damaged, unsafe or incompatible file.
+            Missing, too large, not a regular file, damaged, unsafe, from
+            another version, or with invalid content.
         """
+        from .torchfile import TorchFileError, UnsafeTorchFileError, read_torch_file
+
         name = os.fsdecode(path)
-        if not os.path.exists(path):
-            raise ModelError(f"{name}: no model file")
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
-            code = re.search(r"(?:Unsupported global: |unsupported )GLOBAL ([\w.]+)", str(error))
-            if code:
-                raise ModelError(f"{name}: refused to load: the file asks to run code ({code.group(1)}); "
-                                 "a cnngenre model holds only weights and plain data") from None
-            raise ModelError(f"{name}: not a readable model file (damaged, or not a cnngenre model)") from None
-        except Exception as error:
-            raise ModelError(f"{name}: not a readable model file ({type(error).__name__}: {error})") from None
-        if not isinstance(payload, dict) or "format_version" not in payload:
-            raise ModelError(f"{name}: not a cnngenre model file")
-        version = payload["format_version"]
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ModelError(f"{name}: made by a newer cnngenre (model format {version}, this version reads "
-                             f"up to {FORMAT_VERSION}); upgrade cnngenre or retrain with `beet cnngenre -t`")
+            info = os.stat(path)
+        except FileNotFoundError:
+            raise ModelError(f"{name}: no model file") from None
+        except OSError as error:
+            raise ModelError(f"{name}: cannot read the model file ({error.strerror or error})") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise ModelError(f"{name}: not a regular file")
+        if info.st_size > MAX_MODEL_BYTES:
+            raise ModelError(f"{name}: {info.st_size} bytes, larger than any cnngenre model "
+                             f"({MAX_MODEL_BYTES // 2**20} MiB at most)")
         try:
-            meta = json.loads(payload["metadata"])
-            settings = FeatureSettings.from_dict(meta["settings"])
-            network = build_network(meta["backbone"], meta["architecture"])
-            network.load_state_dict(payload["state_dict"])
+            payload = read_torch_file(path, max_bytes=MAX_MODEL_BYTES)
+        except UnsafeTorchFileError as error:
+            raise ModelError(f"{name}: refused to load: the file asks to run code ({error.global_name}); "
+                             "a cnngenre model holds only weights and plain data") from None
+        except TorchFileError as error:
+            raise ModelError(f"{name}: not a readable model file ({error})") from None
+        except OSError as error:
+            raise ModelError(f"{name}: cannot read the model file ({error.strerror or error})") from None
+        try:
+            return _from_payload(payload)
         except ModelError as error:
             raise ModelError(f"{name}: {error}") from None
-        except (KeyError, TypeError, ValueError, RuntimeError) as error:
-            raise ModelError(f"{name}: incompatible model file ({type(error).__name__}: "
-                             f"{str(error).splitlines()[0]}); retrain with `beet cnngenre -t`") from None
-        network.eval()
-        return cls(backbone=meta["backbone"], genres=list(meta["genres"]), settings=settings,
-                   network=network, architecture=meta["architecture"],
-                   temperature=float(meta.get("temperature", 1.0)), metadata=meta)
+
+
+def _stored(value) -> np.ndarray:
+    value = np.asarray(value)
+    if value.dtype.kind == "f":
+        return value.astype(np.float32)
+    if value.dtype.kind in "iu":
+        return value.astype(np.int64)
+    return value
+
+
+# ------------------------------------------------------------------- checks
+
+
+def _from_payload(payload) -> GenreModel:
+    """Check every part of a model file's content and build the model (ModelError names the fault)."""
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise ModelError("not a cnngenre model file")
+    version = payload["format_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelError(f"invalid model format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ModelError(f"made by a newer cnngenre (model format {version}, this version reads "
+                         f"{FORMAT_VERSION}); upgrade cnngenre or retrain with `beet cnngenre -t`")
+    if version < FORMAT_VERSION:
+        raise ModelError(f"made by an older cnngenre (model format {version}, single-genre); "
+                         "retrain with `beet cnngenre -t` (seconds with the default backbone)")
+    if not isinstance(payload.get("metadata"), str):
+        raise ModelError("metadata is not a JSON string")
+    try:
+        meta = json.loads(payload["metadata"])
+    except ValueError:
+        raise ModelError("metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise ModelError("metadata is not a JSON object")
+
+    backbone = meta.get("backbone")
+    if backbone not in BACKBONES:
+        raise ModelError(f"unknown backbone {backbone!r} (known: {', '.join(BACKBONES)})")
+    genres = _names(meta.get("genres"), "genres")
+    spellings = _names(meta.get("spellings"), "spellings", distinct=False)
+    if len(spellings) != len(genres):
+        raise ModelError(f"{len(spellings)} spellings for {len(genres)} genres")
+    try:
+        settings = FeatureSettings.from_dict(meta.get("settings"))
+    except (TypeError, ValueError) as error:
+        raise ModelError(f"feature settings: {error}") from None
+    architecture = meta.get("architecture")
+    if not isinstance(architecture, dict):
+        raise ModelError("architecture is not a mapping")
+
+    weights = payload.get("weights")
+    if not isinstance(weights, dict) or not all(isinstance(v, np.ndarray) for v in weights.values()):
+        raise ModelError("weights are not a mapping of tensors")
+    for key, value in weights.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ModelError(f"weight {key} is not finite")
+    try:
+        get_backbone(backbone).check_weights(weights, architecture, len(genres))
+    except ValueError as error:
+        raise ModelError(str(error)) from None
+
+    calibration = _array(payload.get("calibration"), "calibration", (2,))
+    if not calibration[0] > 0:
+        raise ModelError(f"calibration slope {calibration[0]} must be positive")
+    heldout_ids = meta.get("heldout_ids", [])
+    if not isinstance(heldout_ids, list) or not all(isinstance(i, str) and i for i in heldout_ids):
+        raise ModelError("heldout_ids is not a list of audio ids")
+    heldout = _array(payload.get("heldout_probabilities"), "held-out probabilities", (len(heldout_ids), len(genres)))
+    if ((heldout < 0) | (heldout > 1)).any():
+        raise ModelError("held-out probabilities outside 0..1")
+    trained_on = meta.get("trained_on", [])
+    if not isinstance(trained_on, list) or not all(isinstance(i, str) and i for i in trained_on):
+        raise ModelError("trained_on is not a list of audio ids")
+    if not isinstance(meta.get("model_id"), str):
+        raise ModelError("model id is not a string")
+
+    model = GenreModel(backbone, genres, spellings, settings, weights, architecture, calibration,
+                       heldout_ids, heldout, {k: v for k, v in meta.items() if k not in _STRUCTURE})
+    if model.model_id != meta["model_id"]:
+        raise ModelError(f"its content does not match its id {meta['model_id']} (damaged or edited); "
+                         "retrain with `beet cnngenre -t`")
+    return model
+
+
+_STRUCTURE = {"backbone", "genres", "spellings", "settings", "architecture", "heldout_ids"}
+
+
+def _names(value, what: str, distinct: bool = True) -> list:
+    if not isinstance(value, list) or not value:
+        raise ModelError(f"{what} is not a non-empty list")
+    for name in value:
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_GENRE_LENGTH:
+            raise ModelError(f"{what}: {name!r} is not a genre name (1 to {MAX_GENRE_LENGTH} characters)")
+    if distinct and len(set(value)) != len(value):
+        raise ModelError(f"{what} are not distinct")
+    return list(value)
+
+
+def _array(value, what: str, shape: tuple) -> np.ndarray:
+    if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+        raise ModelError(f"{what} is not a floating-point tensor")
+    if value.shape != shape:
+        raise ModelError(f"{what} has shape {value.shape}, expected {shape}")
+    if not np.isfinite(value).all():
+        raise ModelError(f"{what} is not finite")
+    return value
