@@ -2,10 +2,10 @@
 
 The core of cnngenre; it knows nothing of beets. Typical use::
 
-    from genre_cnn_core import GenreModel, FeatureCache, predict_files
+    from genre_cnn_core import DEFAULT_MODEL, FeatureCache, GenreModel, predict_files
     model = GenreModel.load(DEFAULT_MODEL)
-    for result in predict_files(model, paths, n_jobs=2):
-        ...
+    for result in predict_files(model, paths, n_jobs=2, cache=FeatureCache("/tmp/cache")):
+        print(result.index, result.selected())
 """
 
 import importlib
@@ -14,15 +14,17 @@ import importlib
 #: first use, so a feature-extraction worker that needs only audio and
 #: numpy never pays for importing torch (PEP 562).
 _EXPORTS = {
+    "album_probabilities": "albums",
     "AudioError": "audio", "load_excerpts": "audio",
+    "BACKBONES": "backbones", "TrainConfig": "backbones", "get_backbone": "backbones",
     "FeatureCache": "cache",
     "FeatureSettings": "features", "log_mel": "features",
-    "choose_labels": "labels", "genre_key": "labels", "split_genres": "labels",
+    "Taxonomy": "genres", "choose_labels": "genres", "genre_key": "genres", "split_genres": "genres",
+    "format_report": "metrics", "genre_report": "metrics",
     "GenreModel": "model", "ModelError": "model",
-    "DEFAULT_MODEL": "pipeline", "DEFAULT_SETTINGS": "pipeline", "Failure": "pipeline", "Prediction": "pipeline",
-    "TrainingError": "pipeline", "evaluate_files": "pipeline", "predict_files": "pipeline",
+    "DEFAULT_MODEL": "pipeline", "Failure": "pipeline", "Prediction": "pipeline", "TrainingError": "pipeline",
+    "Judgement": "pipeline", "evaluate_files": "pipeline", "judge_files": "pipeline", "predict_files": "pipeline",
     "train_on_files": "pipeline",
-    "TrainConfig": "training", "format_report": "training",
 }
 
 

@@ -218,6 +218,12 @@ class Taxonomy:
         """Keys of a genre's ancestors in the tree, closest first."""
         return self._parents.get(key, [])
 
+    def relatives(self, key: str) -> set[str]:
+        """A genre's key with those of its ancestors and descendants: genres it does not contradict."""
+        found = {key, *self.ancestors(key)}
+        found.update(child for child, ancestors in self._parents.items() if key in ancestors)
+        return found
+
     def tree_name(self, key: str) -> str | None:
         """How the tree spells a genre, if the tree has it."""
         return self._tree_names.get(key)

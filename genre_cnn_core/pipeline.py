@@ -1,36 +1,32 @@
-"""Training and prediction on plain lists of audio files.
+"""Training, prediction and evaluation on plain lists of audio files.
 
 This is the whole product without beets: the plugin maps library items
-onto these two functions, and a notebook can call them on a folder.
+onto these functions, and a notebook can call them on a folder::
+
+    model, choice, failures = train_on_files(paths, genres, artists)
+    for result in predict_files(model, other_paths, n_jobs=2):
+        print(result.index, result.selected())
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
+import datetime
 import os
+import time
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from .backbones import TrainConfig, get_backbone
 from .cache import FeatureCache
-from .extract import EXTRACTORS, extract_features, tag_names
-from .features import FeatureSettings
-from .labels import LabelChoice, choose_labels, genre_key, split_genres
-from .model import BACKBONES, GenreModel
-from .runtime import torch_threads
-from .training import (TrainConfig, classification_report, expected_calibration_error, resolve_device, train_head,
-                       train_scratch)
-
-#: Feature settings of a new model of each backbone. musicnn sees 3 s
-#: patches (what it was trained on) spread over the track: 4 beat 1, 2 and 8
-#: in bench/accuracy; the scratch CNN learns from random 3 s windows of
-#: longer excerpts.
-DEFAULT_SETTINGS = {
-    "musicnn": FeatureSettings(excerpt_seconds=3.0, n_excerpts=4),
-    "scratch": FeatureSettings(excerpt_seconds=10.0, n_excerpts=3),
-}
+from .container import audio_identity
+from .extract import extract_features
+from .genres import LabelChoice, Taxonomy, choose_labels, genre_key
+from .metrics import genre_report, select_genres
+from .model import GenreModel
+from .runtime import resolve_device, torch_threads
 
 #: The model shipped in the package, used until the user trains one.
 DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "data", "default_model.pt")
@@ -42,11 +38,35 @@ class TrainingError(Exception):
 
 @dataclasses.dataclass
 class Prediction:
-    """Genre scores of one track, best first, and musicnn's tags above a threshold."""
+    """Calibrated genre probabilities of one track, and its tags.
+
+    Attributes
+    ----------
+    index : int
+        Position of the track in the input.
+    probabilities : np.ndarray
+        ``(genres,)``: probability that each of the model's genres applies.
+    genres : sequence of str
+        The model's genres, in the order of ``probabilities``.
+    tags : list
+        ``[(tag, probability), ...]`` of the backbone's tags above the
+        threshold asked for, best first.
+    """
 
     index: int
-    genres: list  # [(genre, probability), ...], best first
-    tags: list = dataclasses.field(default_factory=list)  # [(tag, probability), ...]
+    probabilities: np.ndarray
+    genres: Sequence[str]
+    tags: list = dataclasses.field(default_factory=list)
+
+    def selected(self, threshold: float = 0.5, top_k: int = 3) -> list[tuple[str, float]]:
+        """The genres the track is given (:func:`genre_cnn_core.metrics.select_genres`), with probabilities."""
+        return [(self.genres[c], float(self.probabilities[c]))
+                for c in select_genres(self.probabilities, threshold, top_k)]
+
+    def ranked(self) -> list[tuple[str, float]]:
+        """Every genre with its probability, best first."""
+        order = np.argsort(-self.probabilities, kind="stable")
+        return [(self.genres[c], float(self.probabilities[c])) for c in order]
 
 
 @dataclasses.dataclass
@@ -57,18 +77,15 @@ class Failure:
     reason: str
 
 
-def extractor_for(backbone: str, settings: FeatureSettings | None = None):
-    if backbone not in BACKBONES:
-        raise TrainingError(f"unknown backbone {backbone!r}; choose one of: {', '.join(BACKBONES)}")
-    kind = "musicnn" if backbone == "musicnn" else "logmel"
-    return EXTRACTORS[kind](settings or DEFAULT_SETTINGS[backbone])
-
-
-def _with_device(extractor, device: str):
-    """Run the pretrained backbone where the genre network runs."""
-    if hasattr(extractor, "device"):
-        extractor.device = device
-    return extractor
+def identities_of(paths: Sequence) -> list[str | None]:
+    """Audio id of each file (:func:`genre_cnn_core.container.audio_identity`); None if it cannot be read."""
+    found = []
+    for path in paths:
+        try:
+            found.append(audio_identity(path))
+        except OSError:
+            found.append(None)
+    return found
 
 
 def train_on_files(
@@ -76,6 +93,7 @@ def train_on_files(
     track_genres: Sequence,
     artists: Sequence | None = None,
     backbone: str = "musicnn",
+    taxonomy: Taxonomy | None = None,
     min_tracks: int = 10,
     max_genres: int | None = None,
     config: TrainConfig | None = None,
@@ -92,14 +110,18 @@ def train_on_files(
     paths : sequence of str or bytes
         Audio files.
     track_genres : sequence
-        Genres of each file (list of strings or one string); the first
-        is its label.
+        Genres of each file (a list of strings or one string); every
+        genre counts, the first is the track's primary one.
     artists : sequence, optional
-        Artist of each file; validation tracks never share an artist with
-        training tracks. Files without one form groups of their own.
-    backbone : {"musicnn", "scratch"}
+        Artist of each file; held-out tracks never share an artist with the
+        tracks their model learned from. Files without one form groups of
+        their own.
+    backbone : str
+        A registered backbone (:data:`genre_cnn_core.backbones.BACKBONES`).
+    taxonomy : Taxonomy, optional
+        Aliases, genre tree and whitelist (:class:`genre_cnn_core.genres.Taxonomy`).
     min_tracks, max_genres : int
-        See :func:`genre_cnn_core.labels.choose_labels`.
+        See :func:`genre_cnn_core.genres.choose_labels`.
     config : TrainConfig, optional
     cache : FeatureCache, optional
     n_jobs : int
@@ -108,8 +130,8 @@ def train_on_files(
         Progress bar on stderr.
     log : callable
         Receives one line of text at a time.
-    backend : {"loky", "threading", "dask"}
-        joblib backend of the feature extraction.
+    backend : str
+        Where extraction runs (:mod:`genre_cnn_core.runtime`).
 
     Returns
     -------
@@ -118,99 +140,69 @@ def train_on_files(
     Raises
     ------
     TrainingError
-        Fewer than two genres have enough tracks.
+        Unknown backbone, or fewer than two genres with enough tracks.
     """
+    started = time.perf_counter()
     config = config or TrainConfig()
-    extractor = _with_device(extractor_for(backbone), resolve_device(config.device))
-    choice = choose_labels(list(track_genres), min_tracks, max_genres)
+    try:
+        chosen_backbone = get_backbone(backbone)
+    except ValueError as error:
+        raise TrainingError(str(error)) from None
+    choice = choose_labels(list(track_genres), taxonomy, min_tracks, max_genres)
     _check_genres(choice, min_tracks)
-
-    chosen = [i for i, label in enumerate(choice.labels) if label is not None]
+    chosen = choice.used()
+    identities = identities_of([paths[i] for i in chosen])
+    extractor = chosen_backbone.extractor(chosen_backbone.default_settings, resolve_device(config.device))
     features: dict = {}
     failures = []
     for position, array, error in extract_features([paths[i] for i in chosen], extractor, cache, n_jobs,
-                                                   progress=progress, description="features", backend=backend):
+                                                   progress=progress, description="features", backend=backend,
+                                                   identities=identities):
         if error:
             failures.append(Failure(chosen[position], error))
         else:
-            features[chosen[position]] = array
+            features[position] = array
     used = sorted(features)
-    labels = [choice.labels[i] for i in used]
-    # Failed files can leave a genre short of tracks: check again.
-    present = set(labels)
-    if len(present) < 2:
+    targets = choice.label_matrix([chosen[p] for p in used])
+    learned = np.flatnonzero(targets.any(axis=0))
+    if len(learned) < 2:
         raise TrainingError("fewer than 2 genres have decodable tracks; see the warnings above")
-    groups = [(artists[i] if artists and artists[i] else f"\0track{i}") for i in used]
-    trainer = train_head if backbone == "musicnn" else train_scratch
-    model = trainer([features[i] for i in used], labels, groups, choice.genres, extractor.settings, config,
-                    log=log)
-    model.metadata["trained_on"] = sorted(track_fingerprint(paths[i]) for i in used)
+    targets = targets[:, learned]
+    # The primary genre balances splits and sampling: a track's first learned genre.
+    renumber = {int(old): new for new, old in enumerate(learned)}
+    strata = np.array([renumber[next(c for c in choice.labels[chosen[p]] if c in renumber)] for p in used])
+    groups = [(artists[chosen[p]] if artists is not None and artists[chosen[p]] else f"\0track{chosen[p]}")
+              for p in used]
+    genres = [choice.genres[c] for c in learned]
+    trained = chosen_backbone.train([features[p] for p in used], targets, strata, groups, extractor.settings,
+                                    config, log)
+    report = None
+    if len(trained.heldout):
+        report = genre_report(targets[trained.heldout], trained.heldout_probabilities, genres,
+                              strata[trained.heldout])
+    ids = [identities[p] for p in used]
+    metadata = {
+        "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "train_tracks": len(used),
+        "tracks_per_genre": {g: int(n) for g, n in zip(genres, targets.sum(axis=0))},
+        "heldout_tracks": int(len(trained.heldout)),
+        "validation": report,
+        "from_children": {g: choice.from_children[g] for g in genres if g in choice.from_children},
+        "trained_on": sorted(i for i in ids if i),
+        "train_seconds": round(time.perf_counter() - started, 2),
+        **trained.info,
+    }
+    known = [row for row, h in enumerate(trained.heldout) if ids[h]]
+    model = GenreModel(chosen_backbone.name, genres, [choice.spellings[c] for c in learned], extractor.settings,
+                       trained.weights, trained.architecture, trained.calibration,
+                       [ids[trained.heldout[row]] for row in known], trained.heldout_probabilities[known], metadata)
     return model, choice, failures
-
-
-def track_fingerprint(path) -> str:
-    """Short identifier of a file's location, recorded for the tracks a model learned from."""
-    return hashlib.sha1(os.fsencode(os.path.abspath(path))).hexdigest()[:16]
-
-
-def evaluate_files(
-    model: GenreModel,
-    paths: Sequence,
-    track_genres: Sequence,
-    cache: FeatureCache | None = None,
-    n_jobs: int = 1,
-    device: str = "cpu",
-    progress: bool = False,
-    backend: str = "loky",
-) -> tuple[dict | None, dict]:
-    """Evaluate a model on tagged files it was not trained on.
-
-    A file counts when its first genre is one of the model's genres (after
-    normalisation) and the model did not learn from it.
-
-    Returns
-    -------
-    (dict or None, dict)
-        The report of :func:`genre_cnn_core.training.classification_report`
-        with ``ece`` added (None when no file counts), and counts of the
-        files ``used``, ``trained_on``, ``other_genre`` and ``failed``.
-    """
-    known = {genre_key(g): c for c, g in enumerate(model.genres)}
-    seen = set(model.metadata.get("trained_on", []))
-    counts = {"used": 0, "trained_on": 0, "other_genre": 0, "failed": 0}
-    chosen, labels = [], []
-    for i, (path, genres) in enumerate(zip(paths, track_genres)):
-        first = split_genres(genres)[:1]
-        if not first or genre_key(first[0]) not in known:
-            counts["other_genre"] += 1
-        elif track_fingerprint(path) in seen:
-            counts["trained_on"] += 1
-        else:
-            chosen.append(i)
-            labels.append(known[genre_key(first[0])])
-    extractor = _with_device(model.extractor(), device)
-    features, truth = [], []
-    for position, array, error in extract_features([paths[i] for i in chosen], extractor, cache, n_jobs,
-                                                   progress=progress, description="evaluate", backend=backend):
-        if error:
-            counts["failed"] += 1
-        else:
-            features.append(array)
-            truth.append(labels[position])
-    counts["used"] = len(features)
-    if not features:
-        return None, counts
-    probabilities = model.predict_proba(features, device)
-    truth = np.asarray(truth)
-    report = classification_report(truth, probabilities.argmax(axis=1), model.genres)
-    report["ece"] = expected_calibration_error(probabilities, truth)
-    return report, counts
 
 
 def _check_genres(choice: LabelChoice, min_tracks: int) -> None:
     if len(choice.genres) >= 2:
         return
-    found = {**choice.counts, **choice.dropped}
+    found = {**{g: n for g, (n, _) in choice.dropped.items()}, **choice.counts}
     listing = ", ".join(f"{g} ({n})" for g, n in sorted(found.items(), key=lambda kv: -kv[1])[:12]) or "none"
     raise TrainingError(
         f"need at least 2 genres with {min_tracks} or more tagged tracks; found: {listing}. "
@@ -218,10 +210,171 @@ def _check_genres(choice: LabelChoice, min_tracks: int) -> None:
     )
 
 
+def known_genres(model: GenreModel, values, taxonomy: Taxonomy | None = None) -> list[int]:
+    """Indices of the model's genres among a track's genre values, its own genres first."""
+    index = {genre_key(g): c for c, g in enumerate(model.genres)}
+    found = []
+    for key, _, _ in (taxonomy or Taxonomy()).track_genres(values):
+        if key in index and index[key] not in found:
+            found.append(index[key])
+    return found
+
+
+def evaluate_files(
+    model: GenreModel,
+    paths: Sequence,
+    track_genres: Sequence,
+    taxonomy: Taxonomy | None = None,
+    cache: FeatureCache | None = None,
+    n_jobs: int = 1,
+    device: str = "cpu",
+    progress: bool = False,
+    backend: str = "loky",
+    threshold: float = 0.5,
+    top_k: int = 3,
+) -> tuple[dict | None, dict]:
+    """Evaluate a model on tagged files it was not trained on.
+
+    A file counts when one of its genres is one of the model's genres
+    (after the taxonomy) and the model did not learn from its audio,
+    wherever the file lies now.
+
+    Returns
+    -------
+    (dict or None, dict)
+        The report of :func:`genre_cnn_core.metrics.genre_report` (None
+        when no file counts), and counts of the files ``used``,
+        ``trained_on``, ``other_genre`` and ``failed``.
+    """
+    seen = model.trained_on
+    counts = {"used": 0, "trained_on": 0, "other_genre": 0, "failed": 0}
+    chosen, truths = [], []
+    identities = identities_of(paths)
+    for i, values in enumerate(track_genres):
+        known = known_genres(model, values, taxonomy)
+        if not known:
+            counts["other_genre"] += 1
+        elif identities[i] in seen:
+            counts["trained_on"] += 1
+        else:
+            chosen.append(i)
+            truths.append(known)
+    features, rows = [], []
+    for position, array, error in extract_features([paths[i] for i in chosen], model.extractor(device), cache,
+                                                   n_jobs, progress=progress, description="evaluate",
+                                                   backend=backend, identities=[identities[i] for i in chosen]):
+        if error:
+            counts["failed"] += 1
+        else:
+            features.append(array)
+            rows.append(truths[position])
+    counts["used"] = len(features)
+    if not features:
+        return None, counts
+    truth = np.zeros((len(rows), len(model.genres)), dtype=bool)
+    for row, known in enumerate(rows):
+        truth[row, known] = True
+    report = genre_report(truth, model.predict_proba(features, device), model.genres,
+                          np.array([known[0] for known in rows]), threshold, top_k)
+    return report, counts
+
+
+@dataclasses.dataclass
+class Judgement:
+    """How strongly a track's audio contradicts its genre tags.
+
+    Attributes
+    ----------
+    index : int
+        Position of the track in the input.
+    score : float or None
+        ``1 - the highest probability of any of its tagged genres`` (or of
+        their relatives in the genre tree) that the model knows; None when
+        the track is not judged.
+    tagged : list of str
+        Its tagged genres the model knows (with their relatives).
+    probabilities : np.ndarray or None
+        The probabilities it was judged by.
+    source : str
+        ``"held-out"`` (a model that never heard its artist), ``"model"``
+        (the model, which did not learn from it), or why it is not judged:
+        ``"unknown genres"`` or ``"trained on"`` (learned from, with no
+        held-out prediction).
+    """
+
+    index: int
+    score: float | None
+    tagged: list
+    probabilities: np.ndarray | None
+    source: str
+
+
+def agreeing_genres(model: GenreModel, values, taxonomy: Taxonomy | None = None) -> list[int]:
+    """Indices of the model's genres that a track's tagged genres agree with: the tagged genres
+    themselves and their relatives in the genre tree."""
+    taxonomy = taxonomy or Taxonomy()
+    index = {genre_key(g): c for c, g in enumerate(model.genres)}
+    related = set()
+    for key, _, _ in taxonomy.track_genres(values):
+        related |= taxonomy.relatives(key)
+    return sorted({index[k] for k in related if k in index})
+
+
+def _judgement(model, index, probabilities, agreeing, source) -> Judgement:
+    score = 1.0 - float(np.max(probabilities[agreeing]))
+    return Judgement(index, score, [model.genres[c] for c in agreeing], probabilities, source)
+
+
+def judge_files(
+    model: GenreModel,
+    paths: Sequence,
+    track_genres: Sequence,
+    taxonomy: Taxonomy | None = None,
+    cache: FeatureCache | None = None,
+    n_jobs: int = 1,
+    device: str = "cpu",
+    progress: bool = False,
+    backend: str = "loky",
+) -> Iterator[Judgement | Failure]:
+    """Judge how strongly each track's audio contradicts its genre tags.
+
+    A track the model learned from is judged by its held-out prediction
+    (made by a model that never heard its artist); any other track by the
+    model. Tracks whose tagged genres the model does not know, and
+    training tracks without a held-out prediction, are not judged. A
+    tagged genre is not contradicted by its relatives in the genre tree
+    (``bebop`` by ``jazz``).
+
+    Yields
+    ------
+    Judgement or Failure
+        One per path; tracks judged by the model in completion order, after the others.
+    """
+    heldout, seen = model.heldout(), model.trained_on
+    identities = identities_of(paths)
+    agreeing = [agreeing_genres(model, values, taxonomy) for values in track_genres]
+    to_predict = []
+    for i, identity in enumerate(identities):
+        if not agreeing[i]:
+            yield Judgement(i, None, [], None, "unknown genres")
+        elif identity in heldout:
+            yield _judgement(model, i, heldout[identity], agreeing[i], "held-out")
+        elif identity in seen:
+            yield Judgement(i, None, [], None, "trained on")
+        else:
+            to_predict.append(i)
+    for result in predict_files(model, [paths[i] for i in to_predict], cache=cache, n_jobs=n_jobs, device=device,
+                                progress=progress, backend=backend):
+        i = to_predict[result.index]
+        if isinstance(result, Failure):
+            yield Failure(i, result.reason)
+            continue
+        yield _judgement(model, i, result.probabilities, agreeing[i], "model")
+
+
 def predict_files(
     model: GenreModel,
     paths: Sequence,
-    top_k: int = 3,
     tag_threshold: float | None = None,
     cache: FeatureCache | None = None,
     n_jobs: int = 1,
@@ -236,50 +389,49 @@ def predict_files(
     ----------
     model : GenreModel
     paths : sequence of str or bytes
-    top_k : int
-        Genres kept per track.
     tag_threshold : float or None
-        With the musicnn backbone, also report its tags at or above this
-        probability; None skips tags.
+        With a backbone that has tags (musicnn), also report the tags at
+        or above this probability; None skips tags.
     cache : FeatureCache, optional
     n_jobs : int
         Worker processes for decoding and feature extraction.
     device : str
-        Where the genre network runs.
+        Where the networks run: ``"cpu"`` or ``"cuda"``.
     progress : bool
         Progress bar on stderr.
     batch_tracks : int
-        Tracks per forward pass of the genre network.
-    backend : {"loky", "threading", "dask"}
-        joblib backend of the feature extraction.
+        Tracks per evaluation of the genre head.
+    backend : str
+        Where extraction runs (:mod:`genre_cnn_core.runtime`).
 
     Yields
     ------
     Prediction or Failure
-        One per path, in completion order.
+        One per path, in completion order. A track whose scores are not
+        finite is a Failure, never a Prediction.
     """
-    tags = tag_names() if tag_threshold is not None and model.backbone == "musicnn" else None
+    backbone = get_backbone(model.backbone)
+    tag_names = backbone.tag_names() if tag_threshold is not None else []
     pending: list = []
 
     def flush():
         probabilities = model.predict_proba([f for _, f in pending], device)
         for (index, features), row in zip(pending, probabilities):
-            order = np.argsort(-row)[:top_k]
+            if not np.isfinite(row).all():
+                yield Failure(index, "the model gave non-finite scores for this audio")
+                continue
             found = []
-            if tags is not None:
-                tag_probs = np.asarray(features[-len(tags):], dtype=np.float32)
-                found = [(tags[t], float(tag_probs[t])) for t in np.argsort(-tag_probs)
-                         if tag_probs[t] >= tag_threshold]
-            yield Prediction(index, [(model.genres[c], float(row[c])) for c in order], found)
+            if tag_names:
+                values = np.asarray(features[-len(tag_names):], dtype=np.float32)
+                found = [(tag_names[t], float(values[t])) for t in np.argsort(-values) if values[t] >= tag_threshold]
+            yield Prediction(index, row, model.genres, found)
         pending.clear()
 
-    extractor = _with_device(model.extractor(), device)
-    # With workers, the genre network here gets one thread: two threads
-    # waiting on each other while workers hold the cores made it 13x
-    # slower (40 tracks: 23.5 s wall, 11.5 s with one), and the workers do the heavy part.
+    # With workers, the genre network here gets one thread: threads waiting on each other while workers
+    # hold the cores slowed it by an order of magnitude, and the workers do the heavy part.
     with torch_threads(1) if n_jobs != 1 and device == "cpu" else contextlib.nullcontext():
-        for index, features, error in extract_features(paths, extractor, cache, n_jobs, progress=progress,
-                                                       description="cnngenre", backend=backend):
+        for index, features, error in extract_features(paths, model.extractor(device), cache, n_jobs,
+                                                       progress=progress, description="cnngenre", backend=backend):
             if error:
                 yield Failure(index, error)
                 continue
