@@ -2,60 +2,188 @@
 neural network, and trains it on the library's own genre tags.
 
 The work is done by :mod:`genre_cnn_core`; this module maps beets items,
-options and fields onto it. torch is imported only when the command runs,
-so every other ``beet`` command stays fast.
+albums, options and fields onto it. Nothing heavy is imported until the
+command runs, so every other ``beet`` command stays fast.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import os
+import signal
+import sqlite3
 import sys
 import time
+from contextlib import contextmanager
 
+import confuse
 import mediafile
 from beets import config, ui
 from beets.dbcore import types
 from beets.plugins import BeetsPlugin
 from beets.ui import Subcommand, should_write
 
-FIELDS = ("cnn_genre", "cnn_genre_score", "cnn_genres", "cnn_model", "cnn_tags")
+#: Fields that hold a prediction, on items and on albums.
+PREDICTION_FIELDS = ("cnn_genre", "cnn_genre_score", "cnn_genres", "cnn_scores", "cnn_model")
+#: The ones a change line shows.
+SHOWN_FIELDS = ("cnn_genre", "cnn_genre_score", "cnn_genres", "genres")
+#: Items are stored in transactions of this many, or of what arrived in this many seconds (each item all
+#: or none): one commit per item made warm reruns of large libraries slow, and a slow cold run still
+#: stores its results as they come.
+BATCH, BATCH_SECONDS = 200, 2.0
+#: Scores kept in ``cnn_scores``: the best, down to this probability.
+SCORES_KEPT, SCORE_FLOOR = 10, 0.01
+
+DEFAULTS = {
+    "auto": True,
+    "model": "",
+    "cache": True,
+    "cache_dir": "",
+    "backbone": "musicnn",
+    "jobs": 0,
+    "backend": "loky",
+    "dask_scheduler": "",
+    "device": "auto",
+    "top_k": 3,
+    "threshold": 0.5,
+    "apply_genres": False,
+    "train_on_applied": False,
+    "tags": True,
+    "tag_threshold": 0.3,
+    "min_tracks": 10,
+    "max_genres": 0,
+    "epochs": 30,
+    "minutes": 2.5,
+    "force": False,
+    "canonical": False,
+    "parents": False,
+    "whitelist": False,
+    "aliases": {},
+    "suspect_threshold": 0.9,
+}
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The plugin's configuration with the command line on top, checked once."""
+
+    model: str
+    model_given: bool
+    backbone: str
+    cache: bool
+    cache_dir: str
+    jobs: int
+    backend: str
+    dask_scheduler: str
+    device: str
+    top_k: int
+    threshold: float
+    apply_genres: bool
+    train_on_applied: bool
+    tags: bool
+    tag_threshold: float
+    min_tracks: int
+    max_genres: int
+    epochs: int
+    minutes: float
+    force: bool
+    canonical: object
+    parents: bool
+    whitelist: object
+    aliases: object
+    suspect_threshold: float
+
+
+def _bad(view, accepts: str):
+    raise confuse.ConfigValueError(f"{view.name}: must be {accepts}, not {view.get()!r}")
+
+
+def _integer(view, low: int, high: int | None = None) -> int:
+    value = view.get()
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        _bad(view, f"a whole number from {low}" + (f" to {high}" if high is not None else " up"))
+    return value
+
+
+def _number(view, low: float, high: float | None = None, low_open: bool = False) -> float:
+    value = view.get()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+            or value < low or (low_open and value == low) or (high is not None and value > high):
+        _bad(view, f"a number {'above' if low_open else 'from'} {low}" + (f" to {high}" if high is not None else ""))
+    return float(value)
+
+
+def _boolean(view) -> bool:
+    value = view.get()
+    if not isinstance(value, bool):
+        _bad(view, "yes or no")
+    return value
+
+
+def _path(view, default: str) -> str:
+    """A path setting: ``~`` and environment variables expanded, relative to the config folder (or, from
+    the command line, to the current folder); empty means ``default``."""
+    value = view.get()
+    if value in ("", None):
+        return default
+    if not isinstance(value, str):
+        _bad(view, "a path")
+    path = os.path.expanduser(os.path.expandvars(value))
+    if not os.path.isabs(path):
+        _, source = view.first()
+        path = os.path.join(config.config_dir() if source.filename else os.getcwd(), path)
+    return os.path.normpath(path)
+
+
+def _file_or_flag(view):
+    """``no``, ``yes`` (lastgenre's file) or a path."""
+    value = view.get()
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, str) or not value:
+        _bad(view, "yes, no or a file")
+    return _path(view, "")
+
+
+# ------------------------------------------------------------------ plugin
 
 
 class CnnGenrePlugin(BeetsPlugin):
     item_types = {
         "cnn_genre": types.STRING,
-        "cnn_genre_score": types.FLOAT,
+        "cnn_genre_score": types.Float(2),
         "cnn_genres": types.MULTI_VALUE_DSV,
+        "cnn_scores": types.MULTI_VALUE_DSV,
         "cnn_model": types.STRING,
         "cnn_tags": types.MULTI_VALUE_DSV,
+        "cnn_applied": types.MULTI_VALUE_DSV,
+        "cnn_suspect": types.Float(2),
+        "cnn_error": types.STRING,
+        "cnn_write_pending": types.BOOLEAN,
+    }
+    album_types = {
+        "cnn_genre": types.STRING,
+        "cnn_genre_score": types.Float(2),
+        "cnn_genres": types.MULTI_VALUE_DSV,
+        "cnn_scores": types.MULTI_VALUE_DSV,
+        "cnn_model": types.STRING,
+        "cnn_applied": types.MULTI_VALUE_DSV,
+        "cnn_suspect": types.Float(2),
     }
 
     def __init__(self):
         super().__init__()
-        self.config.add({
-            "auto": True,
-            "model": "",
-            "cache": True,
-            "cache_dir": "",
-            "backbone": "musicnn",
-            "jobs": 0,
-            "backend": "loky",
-            "dask_scheduler": "",
-            "device": "auto",
-            "top_k": 3,
-            "threshold": 0.5,
-            "apply_genres": False,
-            "tags": True,
-            "tag_threshold": 0.3,
-            "min_tracks": 10,
-            "max_genres": 0,
-            "epochs": 30,
-            "minutes": 2.5,
-            "force": False,
-        })
+        self.config.add(DEFAULTS)
         self._model = None
         self._dask = None
-        self._written_on_import = set()
+        self._said = set()
+        self._import_disabled = False
+        self.template_fields["cnn_sort_genre"] = sort_genre
         for name, descriptor in _media_fields().items():
             if name not in mediafile.MediaFile.__dict__:  # the plugin may be loaded twice in one process
                 self.add_media_field(name, descriptor)
@@ -63,149 +191,281 @@ class CnnGenrePlugin(BeetsPlugin):
             self.import_stages = [self.imported]
             self.register_listener("import_task_files", self.write_after_import)
 
-    # ------------------------------------------------------------ options
+    # ------------------------------------------------------------ settings
+
+    def settings(self, opts=None) -> Settings:
+        """The configuration with the command-line options on top, each value checked.
+
+        Raises
+        ------
+        confuse.ConfigError
+            A value beets reports as ``configuration error: cnngenre.KEY: ...``.
+        """
+        from genre_cnn_core.backbones import BACKBONES
+        from genre_cnn_core.runtime import BACKENDS
+
+        if opts is not None:
+            self.config.set_args({k: v for k, v in vars(opts).items() if k in DEFAULTS and v is not None})
+        c = self.config
+        default_model = os.path.join(config.config_dir(), "cnngenre", "model.pt")
+        device = c["device"].get()
+        if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda") or
+                                               (device.startswith("cuda:") and device[5:].isdigit())):
+            _bad(c["device"], "auto, cpu, cuda or cuda:N")
+        aliases = c["aliases"].get()
+        if not (isinstance(aliases, bool) or
+                isinstance(aliases, dict) and all(isinstance(v, str) for v in aliases.values())):
+            _bad(c["aliases"], "yes (lastgenre's aliases), no, or a mapping of spellings to genres")
+        model = _path(c["model"], default_model)
+        return Settings(
+            model=model,
+            model_given=model != default_model,
+            backbone=c["backbone"].as_choice(list(BACKBONES)),
+            cache=_boolean(c["cache"]),
+            cache_dir=_path(c["cache_dir"], os.path.join(config.config_dir(), "cnngenre", "cache")),
+            jobs=_integer(c["jobs"], 0),
+            backend=c["backend"].as_choice(list(BACKENDS)),
+            dask_scheduler=c["dask_scheduler"].as_str_expanded(),
+            device=device,
+            top_k=_integer(c["top_k"], 1),
+            threshold=_number(c["threshold"], 0.0, 1.0),
+            apply_genres=_boolean(c["apply_genres"]),
+            train_on_applied=_boolean(c["train_on_applied"]),
+            tags=_boolean(c["tags"]),
+            tag_threshold=_number(c["tag_threshold"], 0.0, 1.0),
+            min_tracks=_integer(c["min_tracks"], 1),
+            max_genres=_integer(c["max_genres"], 0),
+            epochs=_integer(c["epochs"], 1),
+            minutes=_number(c["minutes"], 0.0, low_open=True),
+            force=_boolean(c["force"]),
+            canonical=_file_or_flag(c["canonical"]),
+            parents=_boolean(c["parents"]),
+            whitelist=_file_or_flag(c["whitelist"]),
+            aliases=aliases if isinstance(aliases, (bool, dict)) else {},
+            suspect_threshold=_number(c["suspect_threshold"], 0.0, 1.0),
+        )
+
+    def say_once(self, message: str, *args) -> None:
+        """A warning given once per process (per import session, per command)."""
+        if message not in self._said:
+            self._said.add(message)
+            self._log.warning(message, *args)
+
+    def taxonomy(self, settings: Settings):
+        """Aliases, genre tree and whitelist as configured (lastgenre's files for ``yes``)."""
+        from genre_cnn_core.genres import Taxonomy, load_alias_patterns, load_tree, load_whitelist
+
+        def chosen(value, name):
+            return _lastgenre_file(name) if value is True else value
+
+        try:
+            tree_file = chosen(settings.canonical, "genres-tree.yaml") or \
+                (_lastgenre_file("genres-tree.yaml") if settings.parents else None)
+            whitelist_file = chosen(settings.whitelist, "genres.txt")
+            return Taxonomy(
+                aliases=settings.aliases if isinstance(settings.aliases, dict) else {},
+                alias_patterns=load_alias_patterns(_lastgenre_file("aliases.yaml")) if settings.aliases is True
+                else {},
+                tree=load_tree(tree_file) if tree_file else {},
+                learn_parents=bool(settings.canonical),
+                whitelist=load_whitelist(whitelist_file) if whitelist_file else None,
+            )
+        except (OSError, ValueError) as error:
+            raise ui.UserError(f"cnngenre: cannot read the genre taxonomy: {error}") from None
+
+    def cache(self, settings: Settings):
+        from genre_cnn_core import FeatureCache
+
+        cache = FeatureCache(settings.cache_dir if settings.cache else None)
+        if cache.problem:
+            self.say_once("the feature cache cannot be used ({}); features are computed without it",
+                          cache.problem)
+        return cache
+
+    def jobs(self, settings: Settings, tasks: int = 10**9) -> int:
+        from genre_cnn_core.runtime import worker_count
+
+        workers = worker_count(settings.jobs, tasks)
+        cores = os.cpu_count() or 1
+        if settings.jobs > cores:
+            self.say_once("-j {} asks for more workers than the {} cores: using {}", settings.jobs, cores,
+                          worker_count(settings.jobs, 10**9))
+        return workers
+
+    def backend(self, settings: Settings) -> str:
+        """The extraction backend; for ``dask``, connected to the scheduler once."""
+        if settings.backend == "dask" and self._dask is None:
+            from genre_cnn_core.runtime import dask_client
+
+            try:
+                self._dask = dask_client(settings.dask_scheduler or None)
+            except (RuntimeError, OSError) as error:
+                raise ui.UserError(f"cannot use the dask backend: {error}") from None
+        return settings.backend
+
+    def device(self, settings: Settings) -> str:
+        from genre_cnn_core.runtime import resolve_device
+
+        try:
+            return resolve_device(settings.device)
+        except (RuntimeError, ValueError) as error:
+            raise ui.UserError(f"cnngenre: {error}") from None
+
+    # ------------------------------------------------------------ command
 
     def commands(self):
         cmd = Subcommand("cnngenre", help="predict genres from audio with a CNN (-t: train on tagged items)")
         add = cmd.parser.add_option
         add("-t", "--train", action="store_true", default=False,
-            help="train a model on items that have genres, then exit")
+            help="train a model on the matching items that have genres (with -p: report, do not save)")
         add("--eval", dest="evaluate", action="store_true", default=False,
             help="evaluate the model on items with genres it was not trained on")
+        add("--suspects", action="store_true", default=False,
+            help="list items whose genre tags the audio contradicts, most confident first")
+        add("--prune-cache", dest="prune_cache", action="store_true", default=False,
+            help="remove cached features of audio no library item has, and say how big the cache is")
+        add("-a", "--album", action="store_true", default=False,
+            help="match albums instead of items; albums get their own genres from their tracks")
         add("-f", "--force", action="store_true", default=None,
-            help="predict again for items the current model already tagged")
+            help="predict again for items the current model already tagged; with -g, replace genres")
         add("-p", "--pretend", action="store_true", default=False,
             help="show what would change; change nothing")
         add("-j", "--jobs", type="int", help="worker processes (default: all cores)")
-        add("-b", "--backbone", choices=["musicnn", "scratch"],
-            help="network to train: pretrained musicnn (default) or a CNN from scratch")
+        add("-b", "--backbone", help="network to train: musicnn (pretrained, default) or scratch")
         add("-e", "--epochs", type="int", help="most training epochs (scratch CNN)")
         add("--minutes", type="float", help="training time budget in minutes (scratch CNN)")
         add("-m", "--min-tracks", dest="min_tracks", type="int",
             help="fewest tagged tracks a genre needs to be learned")
         add("--max-genres", dest="max_genres", type="int", help="learn at most this many genres")
-        add("-a", "--apply-genres", dest="apply_genres", action="store_true", default=None,
-            help="also fill empty `genres` fields when the score clears the threshold")
+        add("-g", "--apply-genres", dest="apply_genres", action="store_true", default=None,
+            help="also fill empty genres fields with the predicted genres that clear the threshold")
         add("--model", help="model file to use or write")
-        add("--device", choices=["auto", "cpu", "cuda"], help="where networks run")
+        add("--device", help="where networks run: auto, cpu, cuda")
         add("--no-cache", dest="cache", action="store_false", default=None,
             help="neither read nor write the feature cache")
-        cmd.parser.add_option("-w", "--write", action="store_true", default=None,
-                              help="write fields to the files' tags")
-        cmd.parser.add_option("-W", "--nowrite", action="store_false", dest="write",
-                              help="do not write tags to files")
+        add("-w", "--write", action="store_true", default=None, help="write fields to the files' tags")
+        add("-W", "--nowrite", action="store_false", dest="write", help="do not write tags to files")
         cmd.func = self.command
         return [cmd]
-
-    def _option(self, opts, name):
-        """A CLI flag when given, else the configuration value."""
-        value = getattr(opts, name, None)
-        return self.config[name].get() if value is None else value
-
-    def _model_path(self, opts=None):
-        path = (opts and opts.model) or self.config["model"].as_str()
-        return os.path.expanduser(path) if path else os.path.join(config.config_dir(), "cnngenre", "model.pt")
-
-    def _cache(self, opts=None):
-        from genre_cnn_core import FeatureCache
-
-        if not self._option(opts, "cache"):
-            return FeatureCache(None)
-        folder = self.config["cache_dir"].as_str()
-        return FeatureCache(os.path.expanduser(folder) if folder
-                            else os.path.join(config.config_dir(), "cnngenre", "cache"))
-
-    def _jobs(self, opts):
-        jobs = self._option(opts, "jobs")
-        return jobs if jobs and jobs > 0 else (os.cpu_count() or 1)
-
-    def _backend(self):
-        """The joblib backend; for ``dask``, connected to the scheduler once."""
-        backend = self.config["backend"].as_choice(["loky", "threading", "dask"])
-        if backend == "dask" and self._dask is None:
-            from genre_cnn_core.runtime import dask_client
-
-            try:
-                self._dask = dask_client(self.config["dask_scheduler"].as_str() or None)
-            except (RuntimeError, OSError) as error:
-                raise ui.UserError(f"cannot use the dask backend: {error}") from None
-        return backend
-
-    # ------------------------------------------------------------ command
 
     def command(self, lib, opts, args):
         from genre_cnn_core import ModelError, TrainingError
 
+        modes = [name for name, on in (("-t", opts.train), ("--eval", opts.evaluate),
+                                       ("--suspects", opts.suspects), ("--prune-cache", opts.prune_cache)) if on]
+        if len(modes) > 1:
+            raise ui.UserError(f"cnngenre: {' and '.join(modes)} do not go together; choose one")
+        if opts.pretend and modes and modes[0] in ("--eval",):
+            raise ui.UserError("cnngenre: --eval changes nothing; -p does not go with it")
+        settings = self.settings(opts)
         try:
-            if opts.train:
-                self.train(lib, opts, args)
-            elif opts.evaluate:
-                self.evaluate(lib, opts, args)
-            else:
-                self.predict(lib.items(args), opts, lib=lib, write=should_write(opts.write),
-                             pretend=opts.pretend)
+            with _sigterm_as_interrupt():
+                if opts.train:
+                    self.train(lib, opts, args, settings)
+                elif opts.evaluate:
+                    self.evaluate(lib, opts, args, settings)
+                elif opts.suspects:
+                    self.suspects(lib, opts, args, settings)
+                elif opts.prune_cache:
+                    self.prune_cache(lib, settings)
+                else:
+                    objects = lib.albums(args) if opts.album else lib.items(args)
+                    self.predict(lib, list(objects), settings, albums=opts.album, write=should_write(opts.write),
+                                 pretend=opts.pretend)
         except (ModelError, TrainingError) as error:
             raise ui.UserError(str(error)) from None
+        except sqlite3.OperationalError as error:
+            raise ui.UserError(f"cnngenre: cannot write the library database ({error}); items stored "
+                               "before this are kept, and running the command again continues") from None
+        except KeyboardInterrupt as interrupt:
+            sys.stdout.flush()
+            sys.exit(143 if isinstance(interrupt, Interrupted) else 130)
 
-    def load_model(self, path):
-        """The user's model, else the shipped default (said once), else an error."""
-        from genre_cnn_core import DEFAULT_MODEL, GenreModel, ModelError
+    def load_model(self, settings: Settings):
+        """The user's model; at the default location, the shipped model until one is trained."""
+        import genre_cnn_core
+        from genre_cnn_core import GenreModel, ModelError
 
-        if os.path.exists(path):
-            return GenreModel.load(path)
-        if os.path.exists(DEFAULT_MODEL):
-            model = GenreModel.load(DEFAULT_MODEL)
-            genres = ", ".join(model.genres)
-            self._log.warning("no model at {} yet: using the default model ({}); train your own "
-                              "on your genres with `beet cnngenre -t`", path, genres)
+        if os.path.exists(settings.model) or settings.model_given:
+            return GenreModel.load(settings.model)
+        if os.path.exists(genre_cnn_core.DEFAULT_MODEL):
+            model = GenreModel.load(genre_cnn_core.DEFAULT_MODEL)
+            self.say_once("no model at {} yet: using the default model ({}); train your own on your genres "
+                          "with `beet cnngenre -t`", settings.model, ", ".join(model.genres))
             return model
-        raise ModelError(f"no model yet at {path}: train one with `beet cnngenre -t`")
+        raise ModelError(f"no model yet at {settings.model}: train one with `beet cnngenre -t`")
 
-    def train(self, lib, opts, args):
+    def model(self, settings: Settings):
+        if self._model is None:
+            self._model = self.load_model(settings)
+        return self._model
+
+    # ------------------------------------------------------------ training
+
+    def training_genres(self, item, settings: Settings) -> list:
+        """An item's genres that may teach the model: not those cnngenre applied itself, unless asked."""
+        from genre_cnn_core.genres import genre_key
+
+        genres = list(item.get("genres", with_album=False) or [])
+        if settings.train_on_applied:
+            return genres
+        applied = {genre_key(g) for g in item.get("cnn_applied", [], with_album=False) or []}
+        return [g for g in genres if genre_key(g) not in applied]
+
+    def train(self, lib, opts, args, settings: Settings):
         from genre_cnn_core import TrainConfig, format_report, train_on_files
 
         started = time.perf_counter()
-        items = [item for item in lib.items(args) if item.genres]
+        items = [item for item in _items(lib, args, opts.album) if self.training_genres(item, settings)]
         if not items:
-            raise ui.UserError("no items with genres to train on (beet ls genres::. lists them)")
-        train_config = TrainConfig(epochs=self._option(opts, "epochs"), minutes=self._option(opts, "minutes"),
-                                   device=self._option(opts, "device"), seed=0)
-        ui.print_(f"cnngenre: training a {self._option(opts, 'backbone')} model on {len(items)} tagged items")
+            raise ui.UserError("no items with genres to train on (beet ls genres::. lists them; genres cnngenre "
+                               "applied itself are left out unless train_on_applied is on)")
+        folder = os.path.dirname(settings.model)
+        if settings.model_given and not opts.pretend and not os.path.isdir(folder):
+            raise ui.UserError(f"cnngenre: cannot save the model to {settings.model}: no folder {folder}")
+        train_config = TrainConfig(epochs=settings.epochs, minutes=settings.minutes, device=self.device(settings))
+        ui.print_(f"cnngenre: training a {settings.backbone} model on {len(items)} tagged items")
         model, choice, failures = train_on_files(
-            [item.filepath for item in items],
-            [list(item.genres) for item in items],
+            [str(item.filepath) for item in items],
+            [self.training_genres(item, settings) for item in items],
             artists=[item.artist or item.albumartist for item in items],
-            backbone=self._option(opts, "backbone"),
-            min_tracks=self._option(opts, "min_tracks"),
-            max_genres=self._option(opts, "max_genres") or None,
+            backbone=settings.backbone,
+            taxonomy=self.taxonomy(settings),
+            min_tracks=settings.min_tracks,
+            max_genres=settings.max_genres or None,
             config=train_config,
-            cache=self._cache(opts),
-            n_jobs=self._jobs(opts),
+            cache=self.cache(settings),
+            n_jobs=self.jobs(settings, len(items)),
             progress=sys.stderr.isatty(),
             log=lambda line: self._log.info("{}", line),
-            backend=self._backend(),
+            backend=self.backend(settings),
         )
         for failure in failures:
             self._log.warning("{}: {}", items[failure.index].filepath, failure.reason)
         if choice.dropped:
-            left_out = ", ".join(f"{g} ({n})" for g, n in choice.dropped.items())
-            ui.print_(f"left out, fewer than {self._option(opts, 'min_tracks')} tracks: {left_out}")
+            ui.print_("left out: " + ", ".join(f"{g} ({n} tracks, {why})" for g, (n, why) in choice.dropped.items()))
+        for genre, children in model.metadata["from_children"].items():
+            ui.print_(f"{genre}: learned from its sub-genres only ({', '.join(children)})")
         meta = model.metadata
         ui.print_("tracks per genre: " + ", ".join(f"{g} {n}" for g, n in meta["tracks_per_genre"].items()))
         if meta["validation"]:
-            ui.print_(format_report(meta["validation"], model.genres, meta["tracks_per_genre"]))
+            scope = ("held-out tracks (each predicted by a head that never heard its artist)"
+                     if settings.backbone != "scratch" else "validation tracks (their artists are not in training)")
+            ui.print_(format_report(meta["validation"], model.genres, meta["tracks_per_genre"], scope))
         else:
-            ui.print_("no validation report: too few artists per genre to hold any out")
-        path = self._model_path(opts)
+            ui.print_("no validation report: too few artists to hold any out")
+        summary = (f"{len(model.genres)} genres, {meta['train_tracks']} tracks trained on, {len(failures)} failed, "
+                   f"{time.perf_counter() - started:.1f} s")
+        if opts.pretend:
+            ui.print_(f"cnngenre: trained {model.model_id} ({summary}); not saved (-p)")
+            return
         try:
-            model.save(path)
+            model.save(settings.model)
         except OSError as error:
-            raise ui.UserError(f"cannot save the model to {path}: {error.strerror or error}; "
+            raise ui.UserError(f"cannot save the model to {settings.model}: {error.strerror or error}; "
                                "the previous model file is unchanged") from None
-        ui.print_(f"saved {model.model_id} to {path} ({len(model.genres)} genres, "
-                  f"{len(items) - len(failures)} tracks, {len(failures)} failed, "
-                  f"{time.perf_counter() - started:.1f} s)")
-        self._save_plots(model, path)
+        ui.print_(f"saved {model.model_id} to {settings.model} ({summary})")
+        self._save_plots(model, settings.model)
 
     def _save_plots(self, model, path):
         from genre_cnn_core import plots
@@ -215,25 +475,31 @@ class CnnGenrePlugin(BeetsPlugin):
             return
         stem = os.path.splitext(path)[0]
         written = []
-        if model.metadata.get("validation"):
-            plots.save_confusion_matrix(model.metadata["validation"], model.genres, stem + ".confusion.png")
-            written.append(stem + ".confusion.png")
-        if model.metadata.get("history"):
-            plots.save_training_curve(model.metadata["history"], stem + ".training.png")
-            written.append(stem + ".training.png")
+        try:
+            if model.metadata.get("validation"):
+                plots.save_confusion_matrix(model.metadata["validation"], model.genres, stem + ".confusion.png")
+                written.append(stem + ".confusion.png")
+            if model.metadata.get("history"):
+                plots.save_training_curve(model.metadata["history"], stem + ".training.png")
+                written.append(stem + ".training.png")
+        except (OSError, ValueError, RuntimeError) as error:
+            self._log.warning("the model is saved, but a plot could not be written: {}", error)
         if written:
             ui.print_("plots: " + ", ".join(written))
 
-    def evaluate(self, lib, opts, args):
+    # ------------------------------------------------------------ evaluation
+
+    def evaluate(self, lib, opts, args, settings: Settings):
         from genre_cnn_core import evaluate_files, format_report
 
-        model = self.load_model(self._model_path(opts))
-        items = [item for item in lib.items(args) if item.genres]
+        model = self.model(settings)
+        items = [item for item in _items(lib, args, opts.album) if self.training_genres(item, settings)]
+        device = self.device(settings)
         report, counts = evaluate_files(
-            model, [item.filepath for item in items], [list(item.genres) for item in items],
-            cache=self._cache(opts), n_jobs=self._jobs(opts),
-            device=_inference_device(self._option(opts, "device")),
-            progress=sys.stderr.isatty(), backend=self._backend())
+            model, [str(item.filepath) for item in items], [self.training_genres(item, settings) for item in items],
+            taxonomy=self.taxonomy(settings), cache=self.cache(settings), n_jobs=self.jobs(settings, len(items)),
+            device=device, progress=sys.stderr.isatty(), backend=self.backend(settings),
+            threshold=settings.threshold, top_k=settings.top_k)
         ui.print_(f"cnngenre: evaluating {model.model_id} on {counts['used']} items; left out: "
                   f"{counts['trained_on']} it was trained on, {counts['other_genre']} with other genres, "
                   f"{counts['failed']} that failed to decode")
@@ -241,107 +507,483 @@ class CnnGenrePlugin(BeetsPlugin):
             raise ui.UserError("no items to evaluate on: tag some tracks the model was not trained on")
         ui.print_(format_report(report, model.genres, scope="items the model was not trained on"))
 
-    def predict(self, items, opts=None, lib=None, write=False, pretend=False, quiet=False):
-        """Predict and store genres for ``items``; returns the items changed."""
+    # ------------------------------------------------------------ prediction
+
+    def predict(self, lib, objects, settings: Settings, albums=False, write=False, pretend=False, quiet=False,
+                defer_writes=False):
+        """Predict for items (or the items of albums), store the fields, then the albums' fields.
+
+        Items are stored as their predictions arrive, in transactions of
+        :data:`BATCH` items, each item with all of its new fields or none.
+        With ``write``, the database is written first and then the files'
+        tags; an item whose file could not be written keeps
+        ``cnn_write_pending`` and is written by the next run that writes.
+        With ``defer_writes`` (an import, before the files are in place),
+        items are only marked pending.
+        """
         from genre_cnn_core import Failure, predict_files
 
         started = time.perf_counter()
-        model = self._model or self.load_model(self._model_path(opts))
-        force = self._option(opts, "force")
-        items = list(items)
-        todo = [item for item in items if force or item.get("cnn_model") != model.model_id]
-        skipped = len(items) - len(todo)
-        paths = [item.filepath for item in todo]
-        tag_threshold = self.config["tag_threshold"].as_number() if self.config["tags"].get(bool) else None
-        results = predict_files(model, paths, top_k=self.config["top_k"].get(int), tag_threshold=tag_threshold,
-                                cache=self._cache(opts), n_jobs=self._jobs(opts),
-                                device=_inference_device(self._option(opts, "device")),
-                                progress=not quiet and sys.stderr.isatty(), backend=self._backend())
-        apply_genres = self._option(opts, "apply_genres")
-        threshold = self.config["threshold"].as_number()
-        changed, failed, done = [], 0, 0
-        try:
-            for result in results:
-                item = todo[result.index]
-                if isinstance(result, Failure):
-                    failed += 1
-                    self._log.warning("{}: {}", paths[result.index], result.reason)
-                    continue
-                done += 1
-                if pretend:
-                    genres = ", ".join(f"{g} {p:.2f}" for g, p in result.genres)
-                    ui.print_(f"{item}: {genres}")
-                    continue
-                self._set_fields(item, result, model, apply_genres and (force or not item.genres), threshold)
-                # One item at a time: an interrupted run leaves each item with
-                # all of its new fields or none.
-                if write:
-                    item.try_write()
-                item.store()
-                changed.append(item)
-        except KeyboardInterrupt:
+        if not objects:
             if not quiet:
-                ui.print_(f"cnngenre: interrupted after {done} of {len(todo)} items; they are saved, "
+                ui.print_("cnngenre: nothing matched")
+            return
+        model = self.model(settings)
+        model_id = model.model_id
+        items = [item for album in objects for item in album.items()] if albums else list(objects)
+        todo = [item for item in items if settings.force or
+                (item.get("cnn_model") != model_id and not item.get("cnn_error"))]
+        skipped = len(items) - len(todo)
+        crashed = sum(1 for item in items if item.get("cnn_error") and not settings.force
+                      and item.get("cnn_model") != model_id)
+        taxonomy = self.taxonomy(settings) if settings.parents else None
+        spellings = _spellings(model, taxonomy)
+        report = Report(pretend=pretend, quiet=quiet)
+        batch = Batch(lib, write and not pretend, self._log, defer=defer_writes)
+        fresh: dict = {}  # item id -> this run's fields, for the albums (stored or not, as with -p)
+        failed = 0
+        try:
+            if todo:
+                device = self.device(settings)
+                results = predict_files(
+                    model, [str(item.filepath) for item in todo],
+                    tag_threshold=settings.tag_threshold if settings.tags else None, cache=self.cache(settings),
+                    n_jobs=self.jobs(settings, len(todo)), device=device,
+                    progress=not quiet and sys.stderr.isatty(), backend=self.backend(settings))
+                for result in results:
+                    item = todo[result.index]
+                    if isinstance(result, Failure):
+                        failed += 1
+                        self._log.warning("{}: {}", item.filepath, result.reason)
+                        if result.reason.startswith("the worker process died") and not pretend:
+                            batch.add(item, {"cnn_error": result.reason[:200]})
+                        continue
+                    values = item_fields(result, model_id, settings, taxonomy)
+                    if settings.apply_genres and not albums:
+                        values.update(applied_genres(item, values, settings, spellings))
+                    report.change(item, values)
+                    fresh[item.id] = values
+                    if not pretend:
+                        batch.add(item, values)
+            batch.flush()
+            if write and not pretend and not defer_writes:
+                batch.write_pending([item for item in items if item.get("cnn_write_pending")])
+            touched = objects if albums else _albums_of(lib, items)
+            for album in touched:
+                values = album_fields(album, model_id, settings, fresh)
+                if values is None:
+                    continue
+                if settings.apply_genres and albums:
+                    values.update(applied_genres(album, values, settings, spellings))
+                report.change(album, values)
+                if not pretend:
+                    batch.store_album(album, values)
+        except KeyboardInterrupt:
+            batch.flush()
+            if not quiet:
+                ui.print_(f"cnngenre: interrupted after {batch.stored} of {len(todo)} items; they are saved, "
                           "and running the command again continues with the rest")
-                # Worker shutdown after Ctrl-C can end the process before buffers are flushed.
-                sys.stdout.flush()
             raise
         if not quiet:
             elapsed = time.perf_counter() - started
+            done = len(todo) - failed
             rate = f" ({done / elapsed:.1f} tracks/s)" if elapsed > 0 and done else ""
-            verb = "would predict" if pretend else "predicted"
-            ui.print_(f"cnngenre: {verb} {done}, skipped {skipped} (already tagged by {model.model_id}; "
+            verb = "would change" if pretend else "changed"
+            ui.print_(f"cnngenre: {verb} {report.items} items and {report.albums} albums, applied genres to "
+                      f"{report.applied}; predicted {done}, skipped {skipped} (already tagged by {model_id}; "
                       f"-f predicts again), failed {failed}, {elapsed:.1f} s{rate}")
-        return changed
+            if crashed:
+                ui.print_(f"cnngenre: {crashed} items whose files crashed a worker before were skipped "
+                          "(beet ls cnn_error::. lists them; -f tries again)")
 
-    @staticmethod
-    def _set_fields(item, prediction, model, apply_genres, threshold):
-        genre, score = prediction.genres[0]
-        item["cnn_genre"] = genre
-        item["cnn_genre_score"] = round(score, 4)
-        item["cnn_genres"] = [g for g, _ in prediction.genres]
-        item["cnn_model"] = model.model_id
-        if prediction.tags:
-            item["cnn_tags"] = [t for t, _ in prediction.tags]
-        elif item.get("cnn_tags"):
-            item["cnn_tags"] = []
-        if apply_genres and score >= threshold:
-            item.genres = [genre]
+    # ------------------------------------------------------------ suspects
+
+    def suspects(self, lib, opts, args, settings: Settings):
+        """List the items (or albums) whose tagged genres the audio contradicts; set ``cnn_suspect``."""
+        import numpy as np
+
+        from genre_cnn_core import Failure, judge_files
+        from genre_cnn_core.albums import album_probabilities
+        from genre_cnn_core.pipeline import Judgement, _judgement, agreeing_genres
+
+        model = self.model(settings)
+        taxonomy = self.taxonomy(settings)
+        albums = list(lib.albums(args)) if opts.album else []
+        items = [item for album in albums for item in album.items()] if opts.album else list(lib.items(args))
+        if not items:
+            ui.print_("cnngenre: nothing matched")
+            return
+        judged: dict = {}
+        failed = 0
+        for result in judge_files(model, [str(item.filepath) for item in items],
+                                  [self.training_genres(item, settings) for item in items], taxonomy=taxonomy,
+                                  cache=self.cache(settings), n_jobs=self.jobs(settings, len(items)),
+                                  device=self.device(settings), progress=sys.stderr.isatty(),
+                                  backend=self.backend(settings)):
+            if isinstance(result, Failure):
+                failed += 1
+                self._log.warning("{}: {}", items[result.index].filepath, result.reason)
+            else:
+                judged[result.index] = result
+        objects, judgements = items, [judged.get(i) for i in range(len(items))]
+        if opts.album:
+            position = {id(item): i for i, item in enumerate(items)}
+            objects, judgements = albums, []
+            for album in albums:
+                tracks = [judged.get(position[id(item)]) for item in album.items()]
+                rows = [j.probabilities for j in tracks if j is not None and j.probabilities is not None]
+                tagged = [g for g in album.get("genres") or []
+                          if g not in (album.get("cnn_applied") or []) or settings.train_on_applied]
+                agreeing = agreeing_genres(model, tagged, taxonomy)
+                judgements.append(_judgement(model, 0, album_probabilities(rows), agreeing, "tracks")
+                                  if rows and agreeing else Judgement(0, None, [], None, "unknown genres"))
+        ranked = sorted((j.score, n) for n, j in enumerate(judgements) if j is not None and j.score is not None)
+        flagged = [(score, n) for score, n in ranked if score >= settings.suspect_threshold]
+        for score, n in reversed(flagged):
+            j = judgements[n]
+            order = np.argsort(-j.probabilities)[:3]
+            audio = ", ".join(f"{model.genres[c]} {j.probabilities[c]:.2f}" for c in order)
+            ui.print_(f"{score:.2f}  {_label(objects[n])}: tagged {', '.join(j.tagged)}; audio says {audio}"
+                      f" ({j.source})")
+        if not opts.pretend:
+            with _all_or_nothing(lib):
+                for obj, j in zip(objects, judgements):
+                    if j is not None and j.score is not None:
+                        obj["cnn_suspect"] = round(j.score, 4)
+                    elif "cnn_suspect" in obj:
+                        del obj["cnn_suspect"]
+                    if hasattr(obj, "album_id"):
+                        obj.store()
+                    else:
+                        obj.store(inherit=False)  # the album's judgement is not its tracks'
+
+        reasons = {}
+        for j in judgements:
+            if j is not None and j.score is None:
+                reasons[j.source] = reasons.get(j.source, 0) + 1
+        kind = "albums" if opts.album else "items"
+        not_judged = ", ".join(f"{n} ({why})" for why, n in sorted(reasons.items())) or "none"
+        ui.print_(f"cnngenre: flagged {len(flagged)} of {len(ranked)} judged {kind} at cnn_suspect >= "
+                  f"{settings.suspect_threshold:g} (suspect_threshold); not judged: {not_judged}; failed {failed}")
+
+    # ------------------------------------------------------------ cache
+
+    def prune_cache(self, lib, settings: Settings):
+        from genre_cnn_core.pipeline import identities_of
+
+        cache = self.cache(settings)
+        if not cache.enabled:
+            raise ui.UserError("cnngenre: the feature cache is off (cache: no) or cannot be used")
+        keep = {i for i in identities_of([str(item.filepath) for item in lib.items()]) if i}
+        removed, freed = cache.prune(keep)
+        count, size = cache.size()
+        ui.print_(f"cnngenre: removed {removed} cached entries ({freed / 2**20:.1f} MiB) of audio no library "
+                  f"item has; the cache at {cache.directory} holds {count} entries ({size / 2**20:.1f} MiB)")
 
     # ------------------------------------------------------------- import
 
     def imported(self, session, task):
-        """Import stage: predict for the task's items with a model kept for the session."""
-        from genre_cnn_core import ModelError
-
-        if self._model is False:
+        """Import stage: predict for the task's items; nothing here may stop or half-finish an import."""
+        if self._import_disabled:
             return
-        if self._model is None:
-            try:
-                self._model = self.load_model(self._model_path())
-            except ModelError as error:
-                self._log.warning("not tagging on import: {}", error)
-                self._model = False  # said once per import session
-                return
-        items = task.imported_items()
-        changed = self.predict(items, write=False, quiet=True)
-        # As-is imports write no tags by themselves: write ours once the
-        # files are in place (import_task_files).
-        if config["import"]["write"].get(bool):
-            self._written_on_import.update(item.id for item in changed)
+        try:
+            settings = self.settings()
+            self.model(settings)
+            objects = [task.album] if task.is_album else list(task.imported_items())
+            self.predict(session.lib, objects, settings, albums=task.is_album,
+                         write=config["import"]["write"].get(bool), quiet=True, defer_writes=True)
+        except Exception as error:  # noqa: BLE001 -- an import must never fail because of cnngenre
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            self._log.warning("not tagging on import: {}", message)
+            self._import_disabled = True  # said once per import session
 
     def write_after_import(self, session, task):
-        for item in task.imported_items():
-            if item.id in self._written_on_import:
-                self._written_on_import.discard(item.id)
-                if not task.apply:
-                    item.try_write()
+        """Write the tags once the files are in place: as-is imports write none by themselves; other
+        imports have just written every tag, ours included."""
+        pending = [item for item in task.imported_items() if item.get("cnn_write_pending")]
+        if not pending or not config["import"]["write"].get(bool):
+            return
+        try:
+            batch = Batch(session.lib, True, self._log)
+            if task.apply:
+                batch.written(pending)
+            else:
+                batch.write_pending(pending)
+        except Exception as error:  # noqa: BLE001 -- an import must never fail because of cnngenre
+            self._log.warning("could not write tags after import: {}", error)
 
 
-def _inference_device(name):
-    from genre_cnn_core.training import resolve_device
+# ------------------------------------------------------------------ fields
 
-    return resolve_device(name or "auto")
+
+def item_fields(prediction, model_id: str, settings: Settings, taxonomy=None) -> dict:
+    """Every field of an item's prediction, computed before anything is assigned."""
+    scores = dict(prediction.ranked())
+    if taxonomy is not None:
+        scores = taxonomy.with_parents(scores)
+    values = prediction_fields(scores, model_id, settings)
+    values["cnn_tags"] = [t for t, _ in prediction.tags]
+    return values
+
+
+def prediction_fields(scores: dict, model_id: str, settings: Settings) -> dict:
+    """The ``cnn_*`` fields of genre probabilities (an item's or an album's)."""
+    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
+    chosen = [(g, p) for g, p in ranked[:settings.top_k] if p >= settings.threshold] or ranked[:1]
+    return {
+        "cnn_genre": chosen[0][0],
+        "cnn_genre_score": round(float(chosen[0][1]), 4),
+        "cnn_genres": [g for g, _ in chosen],
+        "cnn_scores": [f"{g} {p:.3f}" for g, p in ranked[:SCORES_KEPT] if p >= SCORE_FLOOR] or
+                      [f"{ranked[0][0]} {ranked[0][1]:.3f}"],
+        "cnn_model": model_id,
+    }
+
+
+def parse_scores(values) -> dict:
+    """Genre -> probability from a ``cnn_scores`` field (``["jazz 0.830", ...]``)."""
+    scores = {}
+    for value in values or []:
+        genre, _, number = str(value).rpartition(" ")
+        try:
+            scores[genre] = float(number)
+        except ValueError:
+            continue
+    return scores
+
+
+def album_fields(album, model_id: str, settings: Settings, fresh: dict | None = None) -> dict | None:
+    """An album's prediction from its tracks that the current model tagged (None if none).
+
+    ``fresh`` maps item ids to fields predicted in this run, which take the
+    place of what the database holds (with ``-p`` they are never stored).
+    """
+    from genre_cnn_core.albums import album_probabilities
+
+    fresh = fresh or {}
+    tracks = [parse_scores(values.get("cnn_scores")) for values in
+              (fresh.get(item.id) or dict(item) for item in album.items()) if values.get("cnn_model") == model_id]
+    tracks = [t for t in tracks if t]
+    if not tracks:
+        return None
+    genres = sorted({g for t in tracks for g in t})
+    mean = album_probabilities([[t.get(g, 0.0) for g in genres] for t in tracks])
+    return prediction_fields(dict(zip(genres, mean)), model_id, settings)
+
+
+def applied_genres(obj, values: dict, settings: Settings, spellings: dict) -> dict:
+    """``genres`` (and the record that cnngenre chose them) when they may be filled."""
+    existing = obj.get("genres", with_album=False) if hasattr(obj, "album_id") else obj.get("genres")
+    if (existing and not settings.force) or values["cnn_genre_score"] < settings.threshold:
+        return {}
+    genres = [spellings.get(g, g.title()) for g in values["cnn_genres"]]
+    return {"genres": genres, "cnn_applied": genres}
+
+
+def _spellings(model, taxonomy) -> dict:
+    """How to write each predictable genre into ``genres``: the library's spelling."""
+    spellings = dict(zip(model.genres, model.spellings))
+    if taxonomy is not None:
+        from genre_cnn_core.genres import display_name, genre_key
+
+        for name in model.genres:
+            for ancestor in taxonomy.ancestors(genre_key(name)):
+                tree_name = taxonomy.tree_name(ancestor) or ancestor
+                spellings.setdefault(display_name(tree_name), tree_name.title())
+    return spellings
+
+
+def sort_genre(item) -> str:
+    """Template field ``$cnn_sort_genre``: the album's genre for the tracks of an album, so an album stays
+    in one folder; a singleton's or a compilation track's own genre; empty when there is none."""
+    album = item.get_album() if item.get("album_id") else None
+    compilation = album is not None and (album.get("comp") or album.get("albumartist") == config["va_name"].get())
+    if album is not None and not compilation and album.get("cnn_genre"):
+        return album["cnn_genre"]
+    return item.get("cnn_genre", with_album=False) or ""
+
+
+# ------------------------------------------------------------- reporting
+
+
+def _label(obj) -> str:
+    """How a change line names an item or album: its tags, or its path when it has none."""
+    if hasattr(obj, "album_id"):
+        if obj.get("artist") or obj.get("title"):
+            return f"{obj.get('artist') or '?'} - {obj.get('title') or '?'}"
+        return os.fsdecode(obj.path)
+    if obj.get("albumartist") or obj.get("album"):
+        return f"{obj.get('albumartist') or '?'} - {obj.get('album') or '?'} (album)"
+    return f"album at {os.fsdecode(obj.item_dir() or b'?')}"
+
+
+def _shown(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "(none)"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value) if value not in (None, "") else "(none)"
+
+
+class Report:
+    """Prints one line per item or album whose shown fields change, the same with and without ``-p``."""
+
+    def __init__(self, pretend: bool, quiet: bool):
+        self.pretend, self.quiet = pretend, quiet
+        self.items = self.albums = self.applied = 0
+
+    def change(self, obj, values: dict) -> None:
+        changes = []
+        for name in SHOWN_FIELDS:
+            if name not in values:
+                continue
+            old = obj.get(name, with_album=False) if hasattr(obj, "album_id") else obj.get(name)
+            new = values[name]
+            if isinstance(new, float) and isinstance(old, float) and abs(old - new) < 0.005:
+                continue
+            if (list(old) if isinstance(old, (list, tuple)) else old) != new and _shown(old) != _shown(new):
+                changes.append(f"{name} {_shown(old)} -> {_shown(new)}")
+        if not changes:
+            return
+        if hasattr(obj, "album_id"):
+            self.items += 1
+        else:
+            self.albums += 1
+        self.applied += "genres" in values
+        if not self.quiet:
+            ui.print_(f"{_label(obj)}: " + "; ".join(changes))
+
+
+class Batch:
+    """Stores items in transactions of :data:`BATCH`, each item all or none, then writes their files."""
+
+    def __init__(self, lib, write: bool, log, defer: bool = False):
+        self.lib, self.write, self.log, self.defer = lib, write, log, defer
+        self.pending: list = []
+        self.stored = 0
+        self.flushed = time.monotonic()
+
+    def add(self, item, values: dict) -> None:
+        self.pending.append((item, values))
+        if len(self.pending) >= BATCH or time.monotonic() - self.flushed >= BATCH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        self.flushed = time.monotonic()
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        writes = [item for item, values in batch if self.write and _tags_change(values)]
+        with _all_or_nothing(self.lib):
+            for item, values in batch:
+                item.update(values)
+                if self.write and _tags_change(values):
+                    item["cnn_write_pending"] = True
+                item.store()
+        self.stored += len(batch)
+        if not self.defer:
+            self.write_pending(writes)
+
+    def store_album(self, album, values: dict) -> None:
+        """An album's fields; genres it is given go to its items too, as ``beet modify -a`` does.
+
+        Not through beets' inheritance: that would also copy the album's
+        ``cnn_*`` prediction over each track's own.
+        """
+        items = list(album.items()) if "genres" in values else []
+        with _all_or_nothing(self.lib):
+            album.update(values)
+            album.store(inherit=False)
+            for item in items:
+                item.update({"genres": values["genres"], "cnn_applied": values["cnn_applied"]})
+                if self.write:
+                    item["cnn_write_pending"] = True
+                item.store()
+        if self.write and items and not self.defer:
+            self.write_pending(items)
+
+    def write_pending(self, items) -> None:
+        """Write the files of items whose tags lag the database; a failure leaves them pending."""
+        from genre_cnn_core.tagwrite import write_tags
+
+        written = []
+        for item in items:
+            try:
+                write_tags(str(item.filepath), _tag_assigner(item), id3v23=config["id3v23"].get(bool))
+            except Exception as error:  # noqa: BLE001 -- beets' try_write: log and go on
+                self.log.warning("{}: tags not written ({}); the next run that writes tries again",
+                                 item.filepath, str(error).splitlines()[0] if str(error) else type(error).__name__)
+                continue
+            written.append(item)
+        self.written(written)
+
+    def written(self, items) -> None:
+        """Record that the files of these items hold their tags now."""
+        if items:
+            with _all_or_nothing(self.lib):
+                for item in items:
+                    del item["cnn_write_pending"]
+                    item.mtime = item.current_mtime()
+                    item.store()
+
+
+def _tags_change(values: dict) -> bool:
+    return any(name in values for name in ("cnn_genre", "cnn_genre_score", "genres"))
+
+
+def _tag_assigner(item):
+    """Sets the file tags cnngenre owns (and ``genres`` when it applied them) on a MediaFile."""
+    def assign(media):
+        media.cnn_genre = item.get("cnn_genre")
+        media.cnn_genre_score = item.get("cnn_genre_score")
+        if item.get("cnn_applied"):
+            media.genres = list(item.genres)
+    return assign
+
+
+@contextmanager
+def _all_or_nothing(lib):
+    """A transaction that is rolled back when anything goes wrong inside it (beets' own commits anyway)."""
+    with lib.transaction() as tx:
+        try:
+            yield tx
+        except BaseException:
+            tx.mutate("ROLLBACK")
+            raise
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (``kill``, ``timeout``, systemd) stops a run the way Ctrl-C does."""
+    def handler(signum, frame):
+        raise Interrupted()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _items(lib, args, albums: bool):
+    return [item for album in lib.albums(args) for item in album.items()] if albums else list(lib.items(args))
+
+
+def _albums_of(lib, items):
+    ids = sorted({item.album_id for item in items if item.get("album_id")})
+    return [album for album in (lib.get_album(i) for i in ids) if album is not None]
+
+
+def _lastgenre_file(name: str) -> str:
+    """A data file of beets' lastgenre plugin, as installed with beets."""
+    spec = importlib.util.find_spec("beetsplug.lastgenre")
+    if spec is None or not spec.submodule_search_locations:
+        raise ui.UserError("cnngenre: beets' lastgenre plugin files were not found; give a file instead of yes")
+    return os.path.join(list(spec.submodule_search_locations)[0], name)
 
 
 def _media_fields():
