@@ -1,6 +1,7 @@
 import pytest
 
 from genre_cnn_core import FeatureCache, TrainConfig, train_on_files
+
 from synth import make_library_files
 
 SPELLINGS = {"techno": ["Techno", "techno", "TECHNO; Electronic"], "chiptune": ["Chiptune", "chip-tune"]}

@@ -3,10 +3,11 @@ import tracemalloc
 import numpy as np
 import pytest
 import soundfile as sf
-from synth import write_audio
 
 from genre_cnn_core import audio
 from genre_cnn_core.audio import PREROLL_SECONDS, AudioError, excerpt_starts, load_excerpts, resample
+
+from synth import write_audio
 
 SR = 22050
 

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from mutagen.apev2 import APEv2
 from mutagen.id3 import ID3, TIT2
-from synth import synth_track, tag, write_audio
 
 from genre_cnn_core import container
 from genre_cnn_core.container import audio_identity, container_problem
+
+from synth import synth_track, tag, write_audio
 
 FORMATS = ("wav", "flac", "ogg", "mp3", "aiff", "opus", "m4a")
 SR = 22050

@@ -1,10 +1,16 @@
 """Genre values, the taxonomy (aliases, tree, whitelist) and the choice of training labels."""
 
-import numpy as np
 import pytest
 
-from genre_cnn_core.genres import (Taxonomy, choose_labels, genre_key, load_alias_patterns, load_tree,
-                                   load_whitelist, split_genres)
+from genre_cnn_core.genres import (
+    Taxonomy,
+    choose_labels,
+    genre_key,
+    load_alias_patterns,
+    load_tree,
+    load_whitelist,
+    split_genres,
+)
 
 
 def test_spellings_of_one_genre_share_a_key():
@@ -42,7 +48,8 @@ def test_a_genre_that_only_ever_comes_second_is_learned():
 
 
 def test_display_name_spelling_and_max_genres():
-    tags = [["Hip-Hop"]] * 3 + [["hip hop"]] + [["R&B"]] * 2 + [["Soul"]] + [["soundtrack"], ["Soundtrack"], ["Soundtrack"]]
+    tags = ([["Hip-Hop"]] * 3 + [["hip hop"]] + [["R&B"]] * 2 + [["Soul"]]
+            + [["soundtrack"], ["Soundtrack"], ["Soundtrack"]])
     choice = choose_labels(tags, min_tracks=1, max_genres=2)
     assert choice.genres == ["hip-hop", "soundtrack"]
     assert choice.spellings == ["Hip-Hop", "Soundtrack"]  # the library's most common spelling

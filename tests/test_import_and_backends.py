@@ -88,7 +88,7 @@ def test_forced_cpu_and_threading_backend_match_loky(scratch_model_path, library
     paths = [str(p) for p, _ in library_files[:6]]
 
     def run(**kwargs):
-        return {r.index: dict(r.genres) for r in predict_files(model, paths, n_jobs=2, device="cpu", **kwargs)}
+        return {r.index: dict(r.ranked()) for r in predict_files(model, paths, n_jobs=2, device="cpu", **kwargs)}
 
     loky, threads = run(backend="loky"), run(backend="threading")
     assert loky.keys() == threads.keys() == set(range(6))
@@ -123,8 +123,8 @@ def test_dask_local_cluster_gives_the_same_predictions(scratch_model_path, libra
         dask = {r.index: r for r in predict_files(model, paths, n_jobs=2, backend="dask")}
     assert dask.keys() == set(range(8)) and loky.keys() == set(range(7))
     for i in range(6):
-        assert [g for g, _ in dask[i].genres] == [g for g, _ in loky[i].genres]
-        np.testing.assert_allclose([p for _, p in dask[i].genres], [p for _, p in loky[i].genres], atol=1e-5)
+        assert [g for g, _ in dask[i].ranked()] == [g for g, _ in loky[i].ranked()]
+        np.testing.assert_allclose([p for _, p in dask[i].ranked()], [p for _, p in loky[i].ranked()], atol=1e-5)
     assert dask[6].reason == loky[6].reason == "file not found"
     assert "file not found on a Dask worker, though this machine has it" in dask[7].reason
     assert "shared storage" in dask[7].reason
@@ -134,8 +134,8 @@ def test_dask_local_cluster_gives_the_same_predictions(scratch_model_path, libra
 def test_cuda_predictions_match_cpu(scratch_model_path, library_files):
     model = GenreModel.load(scratch_model_path)
     paths = [str(p) for p, _ in library_files[:4]]
-    cpu = {r.index: dict(r.genres) for r in predict_files(model, paths, device="cpu")}
-    gpu = {r.index: dict(r.genres) for r in predict_files(model, paths, device="cuda")}
+    cpu = {r.index: dict(r.ranked()) for r in predict_files(model, paths, device="cpu")}
+    gpu = {r.index: dict(r.ranked()) for r in predict_files(model, paths, device="cuda")}
     for i in cpu:
         for genre, score in cpu[i].items():
             assert abs(gpu[i][genre] - score) < 1e-3

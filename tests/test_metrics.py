@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 
-from genre_cnn_core.metrics import (average_precision, calibrate, expected_calibration_error, fit_calibration,
-                                    format_report, genre_report, select_genres)
+from genre_cnn_core.metrics import (
+    average_precision,
+    calibrate,
+    expected_calibration_error,
+    fit_calibration,
+    format_report,
+    genre_report,
+    select_genres,
+)
 from genre_cnn_core.splits import grouped_folds, grouped_split
 
 

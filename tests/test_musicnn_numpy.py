@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synth import GENRES, synth_track
 
 from genre_cnn_core import musicnn, musicnn_numpy
 from genre_cnn_core.features import FeatureSettings, fixed_frames, log_mel
 from genre_cnn_core.musicnn_numpy import MusicnnNumpy
 from genre_cnn_core.torchfile import read_torch_file
+
+from synth import GENRES, synth_track
 
 FIXTURE = Path(__file__).parent / "fixtures" / "musicnn_reference.npz"
 OUTPUTS = ("logits", "mean_pool", "max_pool", "penultimate")

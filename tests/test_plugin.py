@@ -1,7 +1,9 @@
 """The real `beet cnngenre` commands on a temporary library of synthetic tracks."""
 
 import os
+import shutil
 
+import confuse
 import pytest
 from beets.library import Item
 from beets.test.helper import PluginTestHelper
@@ -9,11 +11,16 @@ from beets.ui import UserError
 
 import genre_cnn_core
 
-FIELDS = ("cnn_genre", "cnn_genre_score", "cnn_genres", "cnn_model")
+FIELDS = ("cnn_genre", "cnn_genre_score", "cnn_genres", "cnn_scores", "cnn_model")
 
 
 class CnnGenreHelper(PluginTestHelper):
     plugin = "cnngenre"
+
+    @pytest.fixture(autouse=True)
+    def _no_tag_writes(self):
+        # beets writes tags by default; the shared synthetic files must stay as they are.
+        self.config["import"]["write"] = False
 
     def add_files(self, files):
         items = []
@@ -36,7 +43,8 @@ class TestTrainAndPredict(CnnGenreHelper):
         model_path = os.path.join(self.config.config_dir(), "cnngenre", "model.pt")
         assert os.path.exists(model_path)
         assert "tracks per genre: " in out and "techno 8" in out and "chiptune 8" in out
-        assert "accuracy" in out and "macro-F1" in out and "saved scratch-" in out
+        assert "micro-F1" in out and "mAP" in out and "saved scratch-" in out
+        assert "24 tracks trained on" in out
 
         self.run_command("cnngenre")
         out = capsys.readouterr().out
@@ -46,13 +54,13 @@ class TestTrainAndPredict(CnnGenreHelper):
         assert all(all(item.get(f) for f in FIELDS) for item in stored.values())
         correct = sum(stored[i].cnn_genre == g for i, g in truth.items())
         assert correct / len(truth) >= 0.8
-        assert all(len(item.cnn_genres) == 3 and item.cnn_genres[0] == item.cnn_genre for item in stored.values())
+        assert all(1 <= len(item.cnn_genres) <= 3 and item.cnn_genres[0] == item.cnn_genre
+                   for item in stored.values())
 
         techno = {item.id for item in self.lib.items("cnn_genre:techno")}
         assert techno == {i for i, item in stored.items() if item.cnn_genre == "techno"} and techno
         confident = {item.id for item in self.lib.items("cnn_genre_score:0.8..")}
         assert confident == {i for i, item in stored.items() if item.cnn_genre_score >= 0.8}
-        assert 0 < len(confident) < len(stored) or all(item.cnn_genre_score >= 0.8 for item in stored.values())
 
         # Already predicted by this model: skipped unless forced.
         self.run_command("cnngenre")
@@ -67,7 +75,7 @@ class TestPredictOptions(CnnGenreHelper):
         self.add_files(library_files[:4])
         self.run_command("cnngenre", "-p", "-j", "1")
         out = capsys.readouterr().out
-        assert "would predict 4" in out and out.count(": ") >= 4
+        assert "would change 4 items" in out and sum(" -> " in line for line in out.splitlines()) == 4
         assert not any(item.get("cnn_model") for item in self.lib.items())
 
     def test_bad_file_is_skipped_and_left_untouched(self, library_files, scratch_model_path, tmp_path, caplog):
@@ -89,14 +97,12 @@ class TestPredictOptions(CnnGenreHelper):
         untagged.genres = []
         untagged.store()
         self.config["cnngenre"]["threshold"] = 0.0
-        self.run_command("cnngenre", "-a", "-j", "1")
+        self.run_command("cnngenre", "-g", "-j", "1")
         assert list(self.lib.get_item(tagged.id).genres) == ["Techno"]
         filled = self.lib.get_item(untagged.id)
-        assert list(filled.genres) == [filled.cnn_genre]
+        assert [g.lower() for g in filled.genres] == list(filled.cnn_genres) and list(filled.cnn_applied)
 
     def test_write_puts_the_prediction_into_file_tags(self, library_files, scratch_model_path, tmp_path):
-        import shutil
-
         import mediafile
 
         self.use_model(scratch_model_path)
@@ -104,7 +110,9 @@ class TestPredictOptions(CnnGenreHelper):
         shutil.copy(library_files[1][0], copy)
         [item] = self.add_files([(copy, "techno")])
         self.run_command("cnngenre", "-w", "-j", "1")
-        assert mediafile.MediaFile(str(copy)).cnn_genre == self.lib.get_item(item.id).cnn_genre
+        stored = self.lib.get_item(item.id)
+        assert mediafile.MediaFile(str(copy)).cnn_genre == stored.cnn_genre
+        assert not stored.get("cnn_write_pending") and stored.mtime == pytest.approx(os.path.getmtime(copy))
 
 
 class TestErrors(CnnGenreHelper):
@@ -113,6 +121,16 @@ class TestErrors(CnnGenreHelper):
         self.add_files(library_files[:1])
         with pytest.raises(UserError, match=r"no model yet at .*: train one with `beet cnngenre -t`"):
             self.run_command("cnngenre")
+
+    def test_explicit_model_that_does_not_exist_is_an_error(self, library_files, tmp_path):
+        self.add_files(library_files[:1])
+        missing = str(tmp_path / "nowhere" / "model.pt")
+        for command in (["cnngenre", "--model", missing], ["cnngenre", "--eval", "--model", missing]):
+            with pytest.raises(UserError, match="no model file"):
+                self.run_command(*command)
+        with pytest.raises(UserError, match="no folder"):
+            self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "--model", missing)
+        assert not os.path.exists(tmp_path / "nowhere")
 
     def test_too_few_genres(self, library_files):
         self.add_files(library_files[:9])  # 8 techno, 1 ambient
@@ -128,6 +146,141 @@ class TestErrors(CnnGenreHelper):
         self.add_files(library_files[:1])
         with pytest.raises(UserError, match="newer cnngenre"):
             self.run_command("cnngenre")
+
+    def test_modes_that_make_no_sense_together_are_refused(self, library_files, scratch_model_path):
+        self.use_model(scratch_model_path)
+        self.add_files(library_files[:1])
+        with pytest.raises(UserError, match="-t and --eval do not go together"):
+            self.run_command("cnngenre", "-t", "--eval")
+        with pytest.raises(UserError, match="-p does not go with it"):
+            self.run_command("cnngenre", "--eval", "-p")
+
+    def test_train_pretend_reports_and_saves_nothing(self, library_files, capsys):
+        self.add_files(library_files)
+        self.run_command("cnngenre", "-t", "-p", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1")
+        out = capsys.readouterr().out
+        assert "micro-F1" in out and "not saved (-p)" in out
+        assert not os.path.exists(os.path.join(self.config.config_dir(), "cnngenre", "model.pt"))
+
+    def test_max_genres_gives_the_real_reason(self, library_files, capsys):
+        self.add_files(library_files)
+        self.run_command("cnngenre", "-t", "-p", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1",
+                         "--max-genres", "2")
+        out = capsys.readouterr().out
+        assert "(8 tracks, only the 2 most common genres are learned (max_genres))" in out
+        assert "(8 tracks, fewer than" not in out
+
+
+BAD_SETTINGS = [("jobs", "two"), ("jobs", -5), ("top_k", 0), ("top_k", -1), ("threshold", 2), ("threshold", "x"),
+                ("tag_threshold", -0.1), ("min_tracks", 0), ("max_genres", -1), ("epochs", 0), ("minutes", 0),
+                ("backbone", "vgg"), ("backend", "mpi"), ("device", "gpu0"), ("force", "banana"),
+                ("apply_genres", 2), ("cache", "maybe"), ("aliases", ["a"]), ("canonical", 3)]
+
+
+class TestSettings(CnnGenreHelper):
+    @pytest.mark.parametrize("key, value", BAD_SETTINGS)
+    def test_bad_value_is_one_error_naming_the_key(self, library_files, scratch_model_path, key, value):
+        self.use_model(scratch_model_path)
+        self.add_files(library_files[:1])
+        self.config["cnngenre"][key] = value
+        with pytest.raises(confuse.ConfigError, match=f"cnngenre.{key}: "):
+            self.run_command("cnngenre", "-p")
+
+    def test_bad_jobs_on_the_command_line(self, library_files, scratch_model_path):
+        self.use_model(scratch_model_path)
+        self.add_files(library_files[:1])
+        with pytest.raises(confuse.ConfigError, match="cnngenre.jobs: must be a whole number from 0"):
+            self.run_command("cnngenre", "-j", "-3")
+
+    def test_more_jobs_than_cores_are_capped_with_a_note(self, library_files, scratch_model_path, caplog):
+        self.use_model(scratch_model_path)
+        self.add_files(library_files[:2])
+        self.run_command("cnngenre", "-p", "-j", str((os.cpu_count() or 1) + 14))
+        assert any("more workers than the" in r.getMessage() for r in caplog.records)
+
+    def test_cache_dir_expands_home_and_variables(self, library_files, scratch_model_path, tmp_path, monkeypatch):
+        monkeypatch.setenv("CNNGENRE_TEST_ROOT", str(tmp_path))
+        self.use_model(scratch_model_path)
+        self.add_files(library_files[:1])
+        self.config["cnngenre"]["cache_dir"] = "${CNNGENRE_TEST_ROOT}/features"
+        self.run_command("cnngenre", "-j", "1")
+        assert list((tmp_path / "features").rglob("*.npy"))
+        assert not os.path.exists("${CNNGENRE_TEST_ROOT}")
+
+    def test_cache_dir_that_is_a_file_is_said_once(self, library_files, scratch_model_path, tmp_path, caplog):
+        blocker = tmp_path / "not-a-folder"
+        blocker.write_text("x")
+        self.use_model(scratch_model_path)
+        self.add_files(library_files[:2])
+        self.config["cnngenre"]["cache_dir"] = str(blocker)
+        self.run_command("cnngenre", "-j", "1")
+        notes = [r.getMessage() for r in caplog.records if "feature cache cannot be used" in r.getMessage()]
+        assert len(notes) == 1 and "not-a-folder" in notes[0]
+        assert all(item.get("cnn_model") for item in self.lib.items())
+
+
+class TestFeatureCacheUnderBeetsDefaults(CnnGenreHelper):
+    def _count_decodes(self, monkeypatch):
+        import genre_cnn_core.features as features
+
+        calls = []
+        real = features.load_excerpts
+
+        def counting(path, *args, **kwargs):
+            calls.append(path)
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(features, "load_excerpts", counting)
+        return calls
+
+    def test_tag_writes_and_moves_keep_hitting_the_cache(self, library_files, scratch_model_path, tmp_path,
+                                                         monkeypatch):
+        self.use_model(scratch_model_path)
+        copies = []
+        for path, _ in library_files[:4]:
+            copies.append(tmp_path / path.name)
+            shutil.copy(path, copies[-1])
+        self.add_files([(p, None) for p in copies])
+        calls = self._count_decodes(monkeypatch)
+        self.run_command("cnngenre", "-w", "-j", "1")  # writes CNN_GENRE into every file
+        assert len(calls) == 4
+        self.run_command("cnngenre", "-f", "-w", "-j", "1")
+        assert len(calls) == 4  # tags written since: still cached
+        for item in self.lib.items():
+            item.move(operation=__import__("beets.util", fromlist=["MoveOperation"]).MoveOperation.MOVE)
+            item.store()
+        self.run_command("cnngenre", "-f", "-j", "1")
+        assert len(calls) == 4  # moved: still cached
+        moved = next(iter(self.lib.items())).filepath
+        assert not any(os.path.exists(p) for p in copies)
+        with open(moved, "r+b") as handle:  # a change to the audio must miss
+            handle.seek(-2000, os.SEEK_END)
+            handle.write(os.urandom(1000))
+        self.run_command("cnngenre", "-f", "-j", "1")
+        assert len(calls) == 5
+
+    def test_eval_recognises_training_tracks_after_a_move(self, library_files, heldout_files, capsys):
+        items = self.add_files(library_files)
+        self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "-e", "2", "-j", "1")
+        from beets.util import MoveOperation
+
+        for item in items:
+            item.move(operation=MoveOperation.COPY)
+            item.store()
+        self.add_files(heldout_files)
+        capsys.readouterr()
+        self.run_command("cnngenre", "--eval", "-j", "1")
+        assert f"left out: {len(items)} it was trained on" in capsys.readouterr().out
+
+    def test_prune_cache_drops_entries_of_audio_no_item_has(self, library_files, scratch_model_path, capsys):
+        self.use_model(scratch_model_path)
+        items = self.add_files(library_files[:3])
+        self.run_command("cnngenre", "-j", "1")
+        items[0].remove()
+        capsys.readouterr()
+        self.run_command("cnngenre", "--prune-cache")
+        out = capsys.readouterr().out
+        assert "removed 1 cached entries" in out and "holds 2 entries" in out
 
 
 class TestEvaluateAndPlots(CnnGenreHelper):
@@ -147,4 +300,16 @@ class TestEvaluateAndPlots(CnnGenreHelper):
         self.run_command("cnngenre", "--eval", "-j", "1")
         out = capsys.readouterr().out
         assert "evaluating scratch-" in out and f"on {len(held)} items;" in out
-        assert "accuracy" in out and "expected calibration error" in out and "confusion matrix" in out
+        assert "micro-F1" in out and "expected calibration error" in out and "confusion" in out
+
+    def test_a_plot_that_cannot_be_written_is_a_warning(self, library_files, monkeypatch, caplog, capsys):
+        from genre_cnn_core import plots
+
+        def full_disk(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(plots, "save_confusion_matrix", full_disk)
+        self.add_files(library_files)
+        self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1")
+        assert "saved scratch-" in capsys.readouterr().out
+        assert any("plot could not be written" in r.getMessage() for r in caplog.records)

@@ -16,6 +16,7 @@ from beets.library import Item, Library
 from beets.test.helper import PluginTestHelper
 
 from genre_cnn_core.audio import load_excerpts
+
 from synth import synth_track, write_audio
 
 SR = 22050
@@ -129,7 +130,7 @@ class TestBadInput(PluginTestHelper):
         assert any("permission denied" in r.getMessage() for r in caplog.records)
 
     def test_odd_genres_in_training(self, library_files, caplog, capsys):
-        for i, (path, genre) in enumerate(library_files):
+        for path, _ in library_files:
             self.lib.add(Item.from_path(str(path)))
         for value in ([""], [" ; / "], ["x" * 300], ["ロック", "Rock"], ["Ελληνικά"]):
             item = Item.from_path(str(library_files[0][0]))
@@ -137,7 +138,7 @@ class TestBadInput(PluginTestHelper):
             self.lib.add(item)
         self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "-e", "2", "-j", "1")
         out = capsys.readouterr().out
-        assert "saved scratch-" in out and "left out, fewer than 4 tracks" in out
+        assert "saved scratch-" in out and "left out: " in out and "fewer than 4 tracks" in out
 
 
 def test_two_hour_file_is_not_loaded_whole(tmp_path):
@@ -231,11 +232,13 @@ def test_ctrl_c_keeps_whole_items_and_a_rerun_continues(many_files, scratch_mode
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert "interrupted after" in out and "continues with the rest" in out, (process.returncode, err[-2000:])
+    assert process.returncode == 130  # interrupted: not a success
     time.sleep(1.0)
     assert _processes_with(mark) == []  # no orphan workers
     fields, total = _prediction_rows(db)
-    complete = {"cnn_genre", "cnn_genre_score", "cnn_genres", "cnn_model"}
-    assert all(keys == complete for keys in fields.values())  # all fields of an item, or none
+    complete = {"cnn_genre", "cnn_genre_score", "cnn_genres", "cnn_scores", "cnn_model"}
+    # all fields of an item, or none (a file's tags may still be pending: written by the next run)
+    assert all(keys - {"cnn_write_pending"} == complete for keys in fields.values())
     assert 0 < len(fields) <= total
 
     rerun = _run_beet(beetsdir, "cnngenre", "-j", "2")
@@ -259,7 +262,7 @@ def test_two_runs_at_once_share_library_and_cache(many_files, scratch_model_path
     cache = beetsdir / "cnngenre" / "cache"
     entries = list(cache.rglob("*.npy"))
     assert len(entries) == 16 and not list(cache.rglob(".tmp-*"))
-    assert all(np.load(entry).shape[0] >= 1 for entry in entries)
+    assert all(entry.read_bytes().startswith(b"cnngenre-features-1\n") for entry in entries)
 
 
 class TestSaving(PluginTestHelper):
@@ -273,7 +276,7 @@ class TestSaving(PluginTestHelper):
         blocker = tmp_path / "not_a_folder"
         blocker.write_text("a file where the model folder should be")
         self.config["cnngenre"]["model"] = str(blocker / "model.pt")
-        with pytest.raises(UserError, match="cannot save the model to .*model.pt: .*previous model file is unchanged"):
+        with pytest.raises(UserError, match="cannot save the model to .*model.pt: "):
             self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1")
         assert blocker.read_text() == "a file where the model folder should be"
 

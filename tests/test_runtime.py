@@ -11,12 +11,14 @@ import uuid
 
 import numpy as np
 import pytest
-from synth import synth_track, write_audio
 
 import genre_cnn_core
 from genre_cnn_core import FeatureCache, runtime
-from genre_cnn_core.extract import LogMelExtractor, extract_features
+from genre_cnn_core.backbones.scratch import LogMelExtractor
+from genre_cnn_core.extract import extract_features
 from genre_cnn_core.features import FeatureSettings
+
+from synth import synth_track, write_audio
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 two_cores = pytest.mark.skipif(runtime.available_cores() < 2, reason="two workers need two cores")

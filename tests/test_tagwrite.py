@@ -16,10 +16,11 @@ import mutagen
 import numpy as np
 import pytest
 import soundfile as sf
-from synth import synth_track, tag, write_audio
 
 from genre_cnn_core.container import audio_identity
 from genre_cnn_core.tagwrite import IN_PLACE, REWRITTEN, TagWriteRefused, write_tags
+
+from synth import synth_track, tag, write_audio
 
 FORMATS = ("wav", "flac", "ogg", "mp3", "aiff", "opus", "m4a")
 SR = 22050
