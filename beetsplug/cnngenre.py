@@ -15,7 +15,7 @@ import signal
 import sqlite3
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import confuse
 import mediafile
@@ -201,8 +201,7 @@ class CnnGenrePlugin(BeetsPlugin):
         confuse.ConfigError
             A value beets reports as ``configuration error: cnngenre.KEY: ...``.
         """
-        from genre_cnn_core.backbones import BACKBONES
-        from genre_cnn_core.runtime import BACKENDS
+        from genre_cnn_core import BACKBONES, BACKENDS
 
         if opts is not None:
             self.config.set_args({k: v for k, v in vars(opts).items() if k in DEFAULTS and v is not None})
@@ -253,7 +252,7 @@ class CnnGenrePlugin(BeetsPlugin):
 
     def taxonomy(self, settings: Settings):
         """Aliases, genre tree and whitelist as configured (lastgenre's files for ``yes``)."""
-        from genre_cnn_core.genres import Taxonomy, load_alias_patterns, load_tree, load_whitelist
+        from genre_cnn_core import Taxonomy, load_alias_patterns, load_tree, load_whitelist
 
         def chosen(value, name):
             return _lastgenre_file(name) if value is True else value
@@ -283,7 +282,7 @@ class CnnGenrePlugin(BeetsPlugin):
         return cache
 
     def jobs(self, settings: Settings, tasks: int = 10**9) -> int:
-        from genre_cnn_core.runtime import worker_count
+        from genre_cnn_core import worker_count
 
         workers = worker_count(settings.jobs, tasks)
         cores = os.cpu_count() or 1
@@ -295,7 +294,7 @@ class CnnGenrePlugin(BeetsPlugin):
     def backend(self, settings: Settings) -> str:
         """The extraction backend; for ``dask``, connected to the scheduler once."""
         if settings.backend == "dask" and self._dask is None:
-            from genre_cnn_core.runtime import dask_client
+            from genre_cnn_core import dask_client
 
             try:
                 self._dask = dask_client(settings.dask_scheduler or None)
@@ -304,7 +303,7 @@ class CnnGenrePlugin(BeetsPlugin):
         return settings.backend
 
     def device(self, settings: Settings) -> str:
-        from genre_cnn_core.runtime import resolve_device
+        from genre_cnn_core import resolve_device
 
         try:
             return resolve_device(settings.device)
@@ -403,13 +402,15 @@ class CnnGenrePlugin(BeetsPlugin):
     # ------------------------------------------------------------ training
 
     def training_genres(self, item, settings: Settings) -> list:
-        """An item's genres that may teach the model: not those cnngenre applied itself, unless asked."""
-        from genre_cnn_core.genres import genre_key
+        """An item's (or album's) genres that may teach or judge the model: not those cnngenre applied itself,
+        unless asked."""
+        from genre_cnn_core import genre_key
 
-        genres = list(item.get("genres", with_album=False) or [])
+        own = {"with_album": False} if hasattr(item, "album_id") else {}
+        genres = list(item.get("genres", **own) or [])
         if settings.train_on_applied:
             return genres
-        applied = {genre_key(g) for g in item.get("cnn_applied", [], with_album=False) or []}
+        applied = {genre_key(g) for g in item.get("cnn_applied", [], **own) or []}
         return [g for g in genres if genre_key(g) not in applied]
 
     def train(self, lib, opts, args, settings: Settings):
@@ -468,19 +469,19 @@ class CnnGenrePlugin(BeetsPlugin):
         self._save_plots(model, settings.model)
 
     def _save_plots(self, model, path):
-        from genre_cnn_core import plots
+        from genre_cnn_core import matplotlib_available, save_confusion_matrix, save_training_curve
 
-        if not plots.matplotlib_available():
+        if not matplotlib_available():
             ui.print_("no plots: install matplotlib (pip install 'beets-cnngenre[plots]') for them")
             return
         stem = os.path.splitext(path)[0]
         written = []
         try:
             if model.metadata.get("validation"):
-                plots.save_confusion_matrix(model.metadata["validation"], model.genres, stem + ".confusion.png")
+                save_confusion_matrix(model.metadata["validation"], model.genres, stem + ".confusion.png")
                 written.append(stem + ".confusion.png")
             if model.metadata.get("history"):
-                plots.save_training_curve(model.metadata["history"], stem + ".training.png")
+                save_training_curve(model.metadata["history"], stem + ".training.png")
                 written.append(stem + ".training.png")
         except (OSError, ValueError, RuntimeError) as error:
             self._log.warning("the model is saved, but a plot could not be written: {}", error)
@@ -602,9 +603,7 @@ class CnnGenrePlugin(BeetsPlugin):
         """List the items (or albums) whose tagged genres the audio contradicts; set ``cnn_suspect``."""
         import numpy as np
 
-        from genre_cnn_core import Failure, judge_files
-        from genre_cnn_core.albums import album_probabilities
-        from genre_cnn_core.pipeline import Judgement, _judgement, agreeing_genres
+        from genre_cnn_core import Failure, judge_album, judge_files
 
         model = self.model(settings)
         taxonomy = self.taxonomy(settings)
@@ -632,11 +631,7 @@ class CnnGenrePlugin(BeetsPlugin):
             for album in albums:
                 tracks = [judged.get(position[id(item)]) for item in album.items()]
                 rows = [j.probabilities for j in tracks if j is not None and j.probabilities is not None]
-                tagged = [g for g in album.get("genres") or []
-                          if g not in (album.get("cnn_applied") or []) or settings.train_on_applied]
-                agreeing = agreeing_genres(model, tagged, taxonomy)
-                judgements.append(_judgement(model, 0, album_probabilities(rows), agreeing, "tracks")
-                                  if rows and agreeing else Judgement(0, None, [], None, "unknown genres"))
+                judgements.append(judge_album(model, rows, self.training_genres(album, settings), taxonomy))
         ranked = sorted((j.score, n) for n, j in enumerate(judgements) if j is not None and j.score is not None)
         flagged = [(score, n) for score, n in ranked if score >= settings.suspect_threshold]
         for score, n in reversed(flagged):
@@ -669,12 +664,12 @@ class CnnGenrePlugin(BeetsPlugin):
     # ------------------------------------------------------------ cache
 
     def prune_cache(self, lib, settings: Settings):
-        from genre_cnn_core.pipeline import identities_of
+        from genre_cnn_core import audio_ids
 
         cache = self.cache(settings)
         if not cache.enabled:
             raise ui.UserError("cnngenre: the feature cache is off (cache: no) or cannot be used")
-        keep = {i for i in identities_of([str(item.filepath) for item in lib.items()]) if i}
+        keep = {i for i in audio_ids([str(item.filepath) for item in lib.items()]) if i}
         removed, freed = cache.prune(keep)
         count, size = cache.size()
         ui.print_(f"cnngenre: removed {removed} cached entries ({freed / 2**20:.1f} MiB) of audio no library "
@@ -758,7 +753,7 @@ def album_fields(album, model_id: str, settings: Settings, fresh: dict | None = 
     ``fresh`` maps item ids to fields predicted in this run, which take the
     place of what the database holds (with ``-p`` they are never stored).
     """
-    from genre_cnn_core.albums import album_probabilities
+    from genre_cnn_core import album_probabilities
 
     fresh = fresh or {}
     tracks = [parse_scores(values.get("cnn_scores")) for values in
@@ -784,7 +779,7 @@ def _spellings(model, taxonomy) -> dict:
     """How to write each predictable genre into ``genres``: the library's spelling."""
     spellings = dict(zip(model.genres, model.spellings))
     if taxonomy is not None:
-        from genre_cnn_core.genres import display_name, genre_key
+        from genre_cnn_core import display_name, genre_key
 
         for name in model.genres:
             for ancestor in taxonomy.ancestors(genre_key(name)):
@@ -904,7 +899,7 @@ class Batch:
 
     def write_pending(self, items) -> None:
         """Write the files of items whose tags lag the database; a failure leaves them pending."""
-        from genre_cnn_core.tagwrite import write_tags
+        from genre_cnn_core import write_tags
 
         written = []
         for item in items:
@@ -948,7 +943,8 @@ def _all_or_nothing(lib):
         try:
             yield tx
         except BaseException:
-            tx.mutate("ROLLBACK")
+            with suppress(sqlite3.OperationalError):  # nothing written yet: no transaction to roll back
+                tx.mutate("ROLLBACK")
             raise
 
 

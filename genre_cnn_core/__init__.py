@@ -18,13 +18,18 @@ _EXPORTS = {
     "AudioError": "audio", "load_excerpts": "audio",
     "BACKBONES": "backbones", "TrainConfig": "backbones", "get_backbone": "backbones",
     "FeatureCache": "cache",
+    "audio_identity": "container",
     "FeatureSettings": "features", "log_mel": "features",
-    "Taxonomy": "genres", "choose_labels": "genres", "genre_key": "genres", "split_genres": "genres",
+    "Taxonomy": "genres", "choose_labels": "genres", "display_name": "genres", "genre_key": "genres",
+    "load_alias_patterns": "genres", "load_tree": "genres", "load_whitelist": "genres", "split_genres": "genres",
     "format_report": "metrics", "genre_report": "metrics",
     "GenreModel": "model", "ModelError": "model",
-    "DEFAULT_MODEL": "pipeline", "Failure": "pipeline", "Prediction": "pipeline", "TrainingError": "pipeline",
-    "Judgement": "pipeline", "evaluate_files": "pipeline", "judge_files": "pipeline", "predict_files": "pipeline",
-    "train_on_files": "pipeline",
+    "DEFAULT_MODEL": "pipeline", "Failure": "pipeline", "Judgement": "pipeline", "Prediction": "pipeline",
+    "TrainingError": "pipeline", "audio_ids": "pipeline", "evaluate_files": "pipeline", "judge_album": "pipeline",
+    "judge_files": "pipeline", "predict_files": "pipeline", "train_on_files": "pipeline",
+    "matplotlib_available": "plots", "save_confusion_matrix": "plots", "save_training_curve": "plots",
+    "BACKENDS": "runtime", "dask_client": "runtime", "resolve_device": "runtime", "worker_count": "runtime",
+    "TagWriteRefused": "tagwrite", "write_tags": "tagwrite",
 }
 
 

@@ -77,7 +77,7 @@ class Failure:
     reason: str
 
 
-def identities_of(paths: Sequence) -> list[str | None]:
+def audio_ids(paths: Sequence) -> list[str | None]:
     """Audio id of each file (:func:`genre_cnn_core.container.audio_identity`); None if it cannot be read."""
     found = []
     for path in paths:
@@ -151,7 +151,7 @@ def train_on_files(
     choice = choose_labels(list(track_genres), taxonomy, min_tracks, max_genres)
     _check_genres(choice, min_tracks)
     chosen = choice.used()
-    identities = identities_of([paths[i] for i in chosen])
+    identities = audio_ids([paths[i] for i in chosen])
     extractor = chosen_backbone.extractor(chosen_backbone.default_settings, resolve_device(config.device))
     features: dict = {}
     failures = []
@@ -249,7 +249,7 @@ def evaluate_files(
     seen = model.trained_on
     counts = {"used": 0, "trained_on": 0, "other_genre": 0, "failed": 0}
     chosen, truths = [], []
-    identities = identities_of(paths)
+    identities = audio_ids(paths)
     for i, values in enumerate(track_genres):
         known = known_genres(model, values, taxonomy)
         if not known:
@@ -325,6 +325,19 @@ def _judgement(model, index, probabilities, agreeing, source) -> Judgement:
     return Judgement(index, score, [model.genres[c] for c in agreeing], probabilities, source)
 
 
+def judge_album(model: GenreModel, track_probabilities: Sequence, album_genres, taxonomy: Taxonomy | None = None,
+                index: int = 0) -> Judgement:
+    """How strongly an album's audio (the mean of its judged tracks' probabilities) contradicts its genre tags."""
+    from .albums import album_probabilities
+
+    agreeing = agreeing_genres(model, album_genres, taxonomy)
+    if not agreeing:
+        return Judgement(index, None, [], None, "unknown genres")
+    if not len(track_probabilities):
+        return Judgement(index, None, [], None, "no judged tracks")
+    return _judgement(model, index, album_probabilities(track_probabilities), agreeing, "its tracks")
+
+
 def judge_files(
     model: GenreModel,
     paths: Sequence,
@@ -351,7 +364,7 @@ def judge_files(
         One per path; tracks judged by the model in completion order, after the others.
     """
     heldout, seen = model.heldout(), model.trained_on
-    identities = identities_of(paths)
+    identities = audio_ids(paths)
     agreeing = [agreeing_genres(model, values, taxonomy) for values in track_genres]
     to_predict = []
     for i, identity in enumerate(identities):

@@ -12,6 +12,7 @@ also end soon after their parent does, however the parent dies.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import functools
@@ -451,3 +452,12 @@ def _keep_pool(pool, workers: int, threads: int) -> None:
             _idle_pool.append(((os.getpid(), workers, threads), pool))
             return
     pool.shutdown(wait=False)
+
+
+@atexit.register
+def _stop_idle_pool() -> None:
+    """Stop the kept pool's workers while the interpreter can still do it cleanly."""
+    with _idle_pool_lock:
+        idle = _idle_pool.pop() if _idle_pool else None
+    if idle is not None and idle[0][0] == os.getpid():
+        idle[1].shutdown(wait=False, kill_workers=True)

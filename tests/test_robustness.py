@@ -221,7 +221,8 @@ def many_files(tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_ctrl_c_keeps_whole_items_and_a_rerun_continues(many_files, scratch_model_path, tmp_path):
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_interrupt_keeps_whole_items_and_a_rerun_continues(many_files, scratch_model_path, tmp_path, signum, status):
     beetsdir = _beets_dir(tmp_path, many_files, scratch_model_path)
     db = beetsdir / "library.db"
     mark = uuid.uuid4().hex
@@ -229,10 +230,11 @@ def test_ctrl_c_keeps_whole_items_and_a_rerun_continues(many_files, scratch_mode
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None and not _prediction_rows(db)[0]:
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     out, err = process.communicate(timeout=30)
     assert "interrupted after" in out and "continues with the rest" in out, (process.returncode, err[-2000:])
-    assert process.returncode == 130  # interrupted: not a success
+    assert process.returncode == status  # interrupted: not a success
+    assert "Traceback" not in err
     time.sleep(1.0)
     assert _processes_with(mark) == []  # no orphan workers
     fields, total = _prediction_rows(db)
