@@ -2,7 +2,7 @@ from setuptools import setup
 
 setup(
     name="beets-cnngenre",
-    version="0.1.0",
+    version="0.2.0",
     description="beets plugin: genre tagging from audio with convolutional neural networks",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -16,7 +16,6 @@ setup(
         # 2.13 CPU wheels and anything newer up to the next major; GPU users
         # install their CUDA build of torch first (see README).
         "torch>=2.2,<2.14",
-        "librosa>=0.10",
         "numpy>=1.24",
         "scipy>=1.10",  # FFT of the log-mel features (also needed by librosa)
         "soundfile>=0.12",
@@ -25,12 +24,14 @@ setup(
         "mutagen>=1.46",
         "mediafile>=0.17",  # genre_cnn_core.tagwrite; the version beets 2.14 requires
         "joblib>=1.4",
+        "pyyaml>=5.1",  # lastgenre's genre tree and aliases
         "tqdm>=4.60",
     ],
     extras_require={
         "plots": ["matplotlib"],
         "dask": ["dask[distributed]"],
-        "test": ["pytest>=7", "matplotlib", "dask[distributed]"],
-        "bench": ["scikit-learn", "matplotlib"],
+        # librosa: the reference the log-mel features are tested against; ruff: the linter CI runs.
+        "test": ["pytest>=7", "matplotlib", "dask[distributed]", "librosa>=0.10", "ruff>=0.6"],
+        "bench": ["scikit-learn", "matplotlib", "librosa>=0.10"],
     },
 )

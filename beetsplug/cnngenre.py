@@ -821,32 +821,45 @@ def _shown(value) -> str:
 
 
 class Report:
-    """Prints one line per item or album whose shown fields change, the same with and without ``-p``."""
+    """Prints one line per item or album whose shown fields change, the same with and without ``-p``.
+
+    ``cnn_genres`` is shown with the probability of each genre.
+    """
 
     def __init__(self, pretend: bool, quiet: bool):
         self.pretend, self.quiet = pretend, quiet
         self.items = self.albums = self.applied = 0
 
     def change(self, obj, values: dict) -> None:
+        item = hasattr(obj, "album_id")
+        old_values = {name: obj.get(name, with_album=False) if item else obj.get(name)
+                      for name in (*SHOWN_FIELDS, "cnn_scores")}
         changes = []
         for name in SHOWN_FIELDS:
             if name not in values:
                 continue
-            old = obj.get(name, with_album=False) if hasattr(obj, "album_id") else obj.get(name)
-            new = values[name]
+            old, new = old_values[name], values[name]
             if isinstance(new, float) and isinstance(old, float) and abs(old - new) < 0.005:
                 continue
-            if (list(old) if isinstance(old, (list, tuple)) else old) != new and _shown(old) != _shown(new):
-                changes.append(f"{name} {_shown(old)} -> {_shown(new)}")
+            if (list(old) if isinstance(old, (list, tuple)) else old) == new or _shown(old) == _shown(new):
+                continue
+            if name == "cnn_genres":
+                old, new = _with_scores(old, old_values["cnn_scores"]), _with_scores(new, values.get("cnn_scores"))
+            changes.append(f"{name} {_shown(old)} -> {_shown(new)}")
         if not changes:
             return
-        if hasattr(obj, "album_id"):
+        if item:
             self.items += 1
         else:
             self.albums += 1
         self.applied += "genres" in values
         if not self.quiet:
             ui.print_(f"{_label(obj)}: " + "; ".join(changes))
+
+
+def _with_scores(genres, scores) -> list:
+    known = parse_scores(scores)
+    return [f"{g} {known[g]:.2f}" if g in known else g for g in genres or []]
 
 
 class Batch:

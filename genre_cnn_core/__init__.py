@@ -45,6 +45,6 @@ def __dir__():
     return sorted(list(globals()) + list(_EXPORTS))
 
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = sorted(_EXPORTS)

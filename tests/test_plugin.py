@@ -303,12 +303,10 @@ class TestEvaluateAndPlots(CnnGenreHelper):
         assert "micro-F1" in out and "expected calibration error" in out and "confusion" in out
 
     def test_a_plot_that_cannot_be_written_is_a_warning(self, library_files, monkeypatch, caplog, capsys):
-        from genre_cnn_core import plots
-
         def full_disk(*args, **kwargs):
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(plots, "save_confusion_matrix", full_disk)
+        monkeypatch.setattr(genre_cnn_core, "save_confusion_matrix", full_disk)
         self.add_files(library_files)
         self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1")
         assert "saved scratch-" in capsys.readouterr().out
