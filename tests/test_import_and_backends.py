@@ -168,3 +168,31 @@ def test_cuda_trains_the_scratch_cnn_with_mixed_precision(library_files, feature
     assert not failures and model.metadata["device"] == "cuda"
     probabilities = model.predict_proba([np.zeros((1, 96, 400), np.float16)])
     assert np.isfinite(probabilities).all() and abs(probabilities.sum() - 1) < 1e-4
+
+
+class TestImportAndCache(ImportHookHelper):
+    def test_features_computed_on_import_are_found_after_the_copy(self, library_files, monkeypatch):
+        import genre_cnn_core.features as features
+
+        calls = []
+        real = features.load_excerpts
+
+        def counting(path, *args, **kwargs):
+            calls.append(path)
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(features, "load_excerpts", counting)
+        self.config["cnngenre"]["jobs"] = 1
+        self.copy_files(library_files[:3], "album")
+        self.setup_importer(autotag=False, copy=True, write=True).run()
+        assert len(calls) == 3 and all(item.cnn_genre for item in self.lib.items())
+        self.run_command("cnngenre", "-f", "-j", "1")
+        assert len(calls) == 3  # the copies (tags written since) hit the cache
+
+    def test_the_default_model_is_announced_once_per_import_session(self, library_files, caplog):
+        self.config["cnngenre"]["jobs"] = 1
+        for name in ("one", "two"):
+            self.copy_files(library_files[:1] if name == "one" else library_files[1:2], name)
+        self.setup_importer(autotag=False, copy=False, write=False).run()
+        notes = [r.getMessage() for r in caplog.records if "using the default model" in r.getMessage()]
+        assert len(list(self.lib.albums())) == 2 and len(notes) == 1

@@ -311,3 +311,39 @@ class TestEvaluateAndPlots(CnnGenreHelper):
         self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1")
         assert "saved scratch-" in capsys.readouterr().out
         assert any("plot could not be written" in r.getMessage() for r in caplog.records)
+
+
+class TestMoreDefaults(CnnGenreHelper):
+    def test_relative_cache_dir_in_the_config_file_is_under_the_config_folder(self, library_files,
+                                                                              scratch_model_path):
+        config_file = os.path.join(self.config.config_dir(), "extra.yaml")
+        with open(config_file, "w") as handle:
+            handle.write("cnngenre:\n  cache_dir: features-here\n")
+        self.config.set_file(config_file)
+        self.use_model(scratch_model_path)
+        self.add_files(library_files[:1])
+        self.run_command("cnngenre", "-j", "1")
+        assert os.listdir(os.path.join(self.config.config_dir(), "features-here"))
+        assert not os.path.exists("features-here")
+
+    def test_the_save_line_counts_the_tracks_trained_on(self, library_files, capsys):
+        self.add_files(library_files)
+        self.run_command("cnngenre", "-t", "-p", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1",
+                         "--max-genres", "2")
+        assert "16 tracks trained on" in capsys.readouterr().out  # 24 tagged, 8 of a genre not learned
+
+    def test_items_are_stored_in_few_transactions(self, library_files, scratch_model_path):
+        from beetsplug.cnngenre import Batch
+
+        items = [Item(path=f"/music/{i}.mp3", title=str(i)) for i in range(450)]
+        for item in items:
+            self.lib.add(item)
+        statements = []
+        self.lib._connection().set_trace_callback(statements.append)
+        batch = Batch(self.lib, write=False, log=None)
+        for item in items:
+            batch.add(item, {"cnn_genre": "jazz", "cnn_model": "m"})
+        batch.flush()
+        self.lib._connection().set_trace_callback(None)
+        assert statements.count("COMMIT") == 3 and batch.stored == 450  # 200 + 200 + 50
+        assert all(i.cnn_genre == "jazz" for i in self.lib.items())
