@@ -25,6 +25,7 @@ setup(
         "mediafile>=0.17",  # genre_cnn_core.tagwrite; the version beets 2.14 requires
         "joblib>=1.4",
         "pyyaml>=5.1",  # lastgenre's genre tree and aliases
+        "threadpoolctl>=3.1",  # one BLAS thread where the cores are busy
         "tqdm>=4.60",
     ],
     extras_require={

@@ -26,7 +26,7 @@ from .extract import extract_features
 from .genres import LabelChoice, Taxonomy, choose_labels, genre_key
 from .metrics import genre_report, select_genres
 from .model import GenreModel
-from .runtime import resolve_device, torch_threads
+from .runtime import compute_threads, resolve_device
 
 #: The model shipped in the package, used until the user trains one.
 DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "data", "default_model.pt")
@@ -440,9 +440,9 @@ def predict_files(
             yield Prediction(index, row, model.genres, found)
         pending.clear()
 
-    # With workers, the genre network here gets one thread: threads waiting on each other while workers
+    # With workers, the genre head here gets one thread: threads waiting on each other while workers
     # hold the cores slowed it by an order of magnitude, and the workers do the heavy part.
-    with torch_threads(1) if n_jobs != 1 and device == "cpu" else contextlib.nullcontext():
+    with compute_threads(1) if n_jobs != 1 and device == "cpu" else contextlib.nullcontext():
         for index, features, error in extract_features(paths, model.extractor(device), cache, n_jobs,
                                                        progress=progress, description="cnngenre", backend=backend):
             if error:

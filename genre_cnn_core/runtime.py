@@ -102,14 +102,21 @@ def set_torch_threads(threads: int) -> int | None:
 
 
 @contextlib.contextmanager
-def torch_threads(threads: int):
-    """Run a block with ``threads`` torch threads, then restore the caller's count.
+def compute_threads(threads: int):
+    """Run a block with ``threads`` threads for torch and for the native thread pools (BLAS, OpenMP),
+    then restore the caller's counts.
 
-    Does nothing in a process that has not imported torch.
+    On a machine whose cores are busy (with worker processes, or anything
+    else), a second thread of a pool spin-waits for the first and slows the
+    block by an order of magnitude or more (bench/RESULTS.md); one thread
+    costs little on an idle machine.
     """
+    from threadpoolctl import threadpool_limits
+
     before = set_torch_threads(threads)
     try:
-        yield
+        with threadpool_limits(limits=threads):
+            yield
     finally:
         if before is not None:
             set_torch_threads(before)
@@ -213,7 +220,7 @@ class InProcessExecutor(Executor):
     NAME = "inprocess"
 
     def map(self, function, batches):
-        with torch_threads(1):
+        with compute_threads(1):
             for batch in batches:
                 yield batch, function(batch), None
 
@@ -229,7 +236,7 @@ class ThreadingExecutor(Executor):
         todo, running = collections.deque(batches), {}
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="cnngenre")
         try:
-            with torch_threads(1):  # the threads share this process's torch
+            with compute_threads(1):  # the threads share this process's torch
                 while todo or running:
                     while todo and len(running) < 2 * self.workers:
                         future = pool.submit(function, todo[0])
@@ -260,7 +267,7 @@ class LokyExecutor(Executor):
         from joblib.externals.loky.process_executor import BrokenProcessPool, TerminatedWorkerError
 
         threads = max(1, available_cores() // self.workers)
-        task = functools.partial(_with_torch_threads, function, threads)
+        task = functools.partial(_with_threads, function, threads)
         # Up to two batches per worker in flight keeps workers busy between
         # results, and bounds the suspects when one dies.
         window = 2 * self.workers
@@ -323,7 +330,7 @@ class DaskExecutor(Executor):
     def map(self, function, batches):
         import joblib
 
-        task = functools.partial(_with_torch_threads, function, 1)
+        task = functools.partial(_with_threads, function, 1)
         # parallel_config, not Parallel(backend=...): it registers "dask" on first use.
         with joblib.parallel_config(backend="dask"):
             results = joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(
@@ -380,10 +387,10 @@ def map_batches(function: Callable[[list], object], batches: Iterable[list], n_j
 # ------------------------------------------------------------ helpers
 
 
-def _with_torch_threads(function, threads, batch):
+def _with_threads(function, threads, batch):
     """Worker side: run ``function`` on ``batch`` with this worker's share of the cores."""
-    set_torch_threads(threads)
-    return function(batch)
+    with compute_threads(threads):
+        return function(batch)
 
 
 def _numbered(function, number, batch):

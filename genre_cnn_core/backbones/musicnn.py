@@ -109,9 +109,12 @@ class MusicnnBackbone(Backbone):
         return MusicnnExtractor(settings, device)
 
     def train(self, features, targets, strata, groups, settings, config: TrainConfig, log) -> TrainedHead:
+        from ..runtime import compute_threads
+
         x = np.asarray(np.stack(features), dtype=np.float32)
         offset = x.shape[1] - config.head_tags if config.head_tags else 0
-        found = train_linear_head(x, targets, strata, groups, config.folds, offset, config.seed)
+        with compute_threads(1):  # small problems: one thread is fastest, and idle workers' threads may spin
+            found = train_linear_head(x, targets, strata, groups, config.folds, offset, config.seed)
         log(f"head: L2 penalty {found.penalty:g} chosen on {found.folds} artist-grouped folds")
         return TrainedHead(found.head.weights(), found.head.architecture, found.calibration, found.heldout,
                            found.heldout_probabilities, {"l2_penalty": found.penalty, "folds": found.folds})
