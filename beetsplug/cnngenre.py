@@ -560,6 +560,8 @@ class CnnGenrePlugin(BeetsPlugin):
                             batch.add(item, {"cnn_error": result.reason[:200]})
                         continue
                     values = item_fields(result, model_id, settings, taxonomy)
+                    if item.get("cnn_error"):
+                        values["cnn_error"] = None  # decoded this time: no longer skipped
                     if settings.apply_genres and not albums:
                         values.update(applied_genres(item, values, settings, spellings))
                     report.change(item, values)
@@ -884,7 +886,7 @@ class Batch:
         writes = [item for item, values in batch if self.write and _tags_change(values)]
         with _all_or_nothing(self.lib):
             for item, values in batch:
-                item.update(values)
+                _assign(item, values)
                 if self.write and _tags_change(values):
                     item["cnn_write_pending"] = True
                 item.store()
@@ -900,7 +902,7 @@ class Batch:
         """
         items = list(album.items()) if "genres" in values else []
         with _all_or_nothing(self.lib):
-            album.update(values)
+            _assign(album, values)
             album.store(inherit=False)
             for item in items:
                 item.update({"genres": values["genres"], "cnn_applied": values["cnn_applied"]})
@@ -933,6 +935,15 @@ class Batch:
                     del item["cnn_write_pending"]
                     item.mtime = item.current_mtime()
                     item.store()
+
+
+def _assign(obj, values: dict) -> None:
+    """Set fields on an item or album; None removes a field."""
+    for name, value in values.items():
+        if value is not None:
+            obj[name] = value
+        elif name in obj:
+            del obj[name]
 
 
 def _tags_change(values: dict) -> bool:

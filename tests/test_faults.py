@@ -70,6 +70,10 @@ class TestDyingWorkers(FaultHelper):
         self.run_command("cnngenre", "-j", "2", "--no-cache")
         out = capsys.readouterr().out
         assert "skipped 8" in out and "1 items whose files crashed a worker before were skipped" in out
+        monkeypatch.undo()  # the decoder no longer crashes: -f tries again, and it is no longer skipped
+        self.run_command("cnngenre", "-f", "-j", "1", "title:" + poison.title)
+        poison = self.lib.get_item(poison.id)
+        assert poison.get("cnn_model") and not poison.get("cnn_error")
 
 
 class TestDatabaseAndFiles(FaultHelper):
