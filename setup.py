@@ -9,7 +9,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     # beetsplug is a namespace package shared with beets and other plugins.
-    packages=["beetsplug", "genre_cnn_core"],
+    packages=["beetsplug", "beetsplug.cnngenre", "genre_cnn_core", "genre_cnn_core.backbones"],
     package_data={"genre_cnn_core": ["data/*.pt", "data/*.json", "data/MUSICNN_LICENSE"]},
     install_requires=[
         "beets>=2.14",

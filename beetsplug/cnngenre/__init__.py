@@ -1,156 +1,38 @@
 """Predicts genres from the audio of library items with a convolutional
 neural network, and trains it on the library's own genre tags.
 
-The work is done by :mod:`genre_cnn_core`; this module maps beets items,
-albums, options and fields onto it. Nothing heavy is imported until the
-command runs, so every other ``beet`` command stays fast.
+The work is done by :mod:`genre_cnn_core`; this package maps beets items,
+albums, options and fields onto it: :mod:`.settings` (configuration),
+:mod:`.fields` (what a prediction becomes on items and albums),
+:mod:`.storage` (transactions and tag writes), :mod:`.report` (what a run
+prints), and here the command and the import hook. Nothing heavy is
+imported until the command runs, so every other ``beet`` command stays fast.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import os
 import signal
 import sqlite3
 import sys
 import time
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
-import confuse
 import mediafile
 from beets import config, ui
 from beets.dbcore import types
 from beets.plugins import BeetsPlugin
 from beets.ui import Subcommand, should_write
 
-#: Fields that hold a prediction, on items and on albums.
-PREDICTION_FIELDS = ("cnn_genre", "cnn_genre_score", "cnn_genres", "cnn_scores", "cnn_model")
-#: The ones a change line shows.
-SHOWN_FIELDS = ("cnn_genre", "cnn_genre_score", "cnn_genres", "genres")
-#: Items are stored in transactions of this many, or of what arrived in this many seconds (each item all
-#: or none): one commit per item made warm reruns of large libraries slow, and a slow cold run still
-#: stores its results as they come.
-BATCH, BATCH_SECONDS = 200, 2.0
-#: Scores kept in ``cnn_scores``: the best, down to this probability.
-SCORES_KEPT, SCORE_FLOOR = 10, 0.01
-
-DEFAULTS = {
-    "auto": True,
-    "model": "",
-    "cache": True,
-    "cache_dir": "",
-    "backbone": "musicnn",
-    "jobs": 0,
-    "backend": "loky",
-    "dask_scheduler": "",
-    "device": "auto",
-    "top_k": 3,
-    "threshold": 0.5,
-    "apply_genres": False,
-    "train_on_applied": False,
-    "tags": True,
-    "tag_threshold": 0.3,
-    "min_tracks": 10,
-    "max_genres": 0,
-    "epochs": 30,
-    "minutes": 2.5,
-    "force": False,
-    "canonical": False,
-    "parents": False,
-    "whitelist": False,
-    "aliases": {},
-    "suspect_threshold": 0.9,
-}
+from .fields import album_fields, applied_genres, item_fields, media_fields, sort_genre, spellings
+from .report import Report, label
+from .settings import DEFAULTS, Settings, read_settings
+from .storage import Batch, all_or_nothing
 
 
 class Interrupted(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """The plugin's configuration with the command line on top, checked once."""
-
-    model: str
-    model_given: bool
-    backbone: str
-    cache: bool
-    cache_dir: str
-    jobs: int
-    backend: str
-    dask_scheduler: str
-    device: str
-    top_k: int
-    threshold: float
-    apply_genres: bool
-    train_on_applied: bool
-    tags: bool
-    tag_threshold: float
-    min_tracks: int
-    max_genres: int
-    epochs: int
-    minutes: float
-    force: bool
-    canonical: object
-    parents: bool
-    whitelist: object
-    aliases: object
-    suspect_threshold: float
-
-
-def _bad(view, accepts: str):
-    raise confuse.ConfigValueError(f"{view.name}: must be {accepts}, not {view.get()!r}")
-
-
-def _integer(view, low: int, high: int | None = None) -> int:
-    value = view.get()
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        _bad(view, f"a whole number from {low}" + (f" to {high}" if high is not None else " up"))
-    return value
-
-
-def _number(view, low: float, high: float | None = None, low_open: bool = False) -> float:
-    value = view.get()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
-            or value < low or (low_open and value == low) or (high is not None and value > high):
-        _bad(view, f"a number {'above' if low_open else 'from'} {low}" + (f" to {high}" if high is not None else ""))
-    return float(value)
-
-
-def _boolean(view) -> bool:
-    value = view.get()
-    if not isinstance(value, bool):
-        _bad(view, "yes or no")
-    return value
-
-
-def _path(view, default: str) -> str:
-    """A path setting: ``~`` and environment variables expanded, relative to the config folder (or, from
-    the command line, to the current folder); empty means ``default``."""
-    value = view.get()
-    if value in ("", None):
-        return default
-    if not isinstance(value, str):
-        _bad(view, "a path")
-    path = os.path.expanduser(os.path.expandvars(value))
-    if not os.path.isabs(path):
-        _, source = view.first()
-        path = os.path.join(config.config_dir() if source.filename else os.getcwd(), path)
-    return os.path.normpath(path)
-
-
-def _file_or_flag(view):
-    """``no``, ``yes`` (lastgenre's file) or a path."""
-    value = view.get()
-    if isinstance(value, bool):
-        return value
-    if not isinstance(value, str) or not value:
-        _bad(view, "yes, no or a file")
-    return _path(view, "")
-
-
-# ------------------------------------------------------------------ plugin
 
 
 class CnnGenrePlugin(BeetsPlugin):
@@ -184,7 +66,7 @@ class CnnGenrePlugin(BeetsPlugin):
         self._said = set()
         self._import_disabled = False
         self.template_fields["cnn_sort_genre"] = sort_genre
-        for name, descriptor in _media_fields().items():
+        for name, descriptor in media_fields().items():
             if name not in mediafile.MediaFile.__dict__:  # the plugin may be loaded twice in one process
                 self.add_media_field(name, descriptor)
         if self.config["auto"].get(bool):
@@ -194,55 +76,8 @@ class CnnGenrePlugin(BeetsPlugin):
     # ------------------------------------------------------------ settings
 
     def settings(self, opts=None) -> Settings:
-        """The configuration with the command-line options on top, each value checked.
-
-        Raises
-        ------
-        confuse.ConfigError
-            A value beets reports as ``configuration error: cnngenre.KEY: ...``.
-        """
-        from genre_cnn_core import BACKBONES, BACKENDS
-
-        if opts is not None:
-            self.config.set_args({k: v for k, v in vars(opts).items() if k in DEFAULTS and v is not None})
-        c = self.config
-        default_model = os.path.join(config.config_dir(), "cnngenre", "model.pt")
-        device = c["device"].get()
-        if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda") or
-                                               (device.startswith("cuda:") and device[5:].isdigit())):
-            _bad(c["device"], "auto, cpu, cuda or cuda:N")
-        aliases = c["aliases"].get()
-        if not (isinstance(aliases, bool) or
-                isinstance(aliases, dict) and all(isinstance(v, str) for v in aliases.values())):
-            _bad(c["aliases"], "yes (lastgenre's aliases), no, or a mapping of spellings to genres")
-        model = _path(c["model"], default_model)
-        return Settings(
-            model=model,
-            model_given=model != default_model,
-            backbone=c["backbone"].as_choice(list(BACKBONES)),
-            cache=_boolean(c["cache"]),
-            cache_dir=_path(c["cache_dir"], os.path.join(config.config_dir(), "cnngenre", "cache")),
-            jobs=_integer(c["jobs"], 0),
-            backend=c["backend"].as_choice(list(BACKENDS)),
-            dask_scheduler=c["dask_scheduler"].as_str_expanded(),
-            device=device,
-            top_k=_integer(c["top_k"], 1),
-            threshold=_number(c["threshold"], 0.0, 1.0),
-            apply_genres=_boolean(c["apply_genres"]),
-            train_on_applied=_boolean(c["train_on_applied"]),
-            tags=_boolean(c["tags"]),
-            tag_threshold=_number(c["tag_threshold"], 0.0, 1.0),
-            min_tracks=_integer(c["min_tracks"], 1),
-            max_genres=_integer(c["max_genres"], 0),
-            epochs=_integer(c["epochs"], 1),
-            minutes=_number(c["minutes"], 0.0, low_open=True),
-            force=_boolean(c["force"]),
-            canonical=_file_or_flag(c["canonical"]),
-            parents=_boolean(c["parents"]),
-            whitelist=_file_or_flag(c["whitelist"]),
-            aliases=aliases if isinstance(aliases, (bool, dict)) else {},
-            suspect_threshold=_number(c["suspect_threshold"], 0.0, 1.0),
-        )
+        """The configuration with the command-line options on top, each value checked (:func:`read_settings`)."""
+        return read_settings(self.config, opts)
 
     def say_once(self, message: str, *args) -> None:
         """A warning given once per process (per import session, per command)."""
@@ -538,7 +373,7 @@ class CnnGenrePlugin(BeetsPlugin):
         crashed = sum(1 for item in items if item.get("cnn_error") and not settings.force
                       and item.get("cnn_model") != model_id)
         taxonomy = self.taxonomy(settings) if settings.parents else None
-        spellings = _spellings(model, taxonomy)
+        spelled = spellings(model, taxonomy)
         report = Report(pretend=pretend, quiet=quiet)
         batch = Batch(lib, write and not pretend, self._log, defer=defer_writes)
         fresh: dict = {}  # item id -> this run's fields, for the albums (stored or not, as with -p)
@@ -563,7 +398,7 @@ class CnnGenrePlugin(BeetsPlugin):
                     if item.get("cnn_error"):
                         values["cnn_error"] = None  # decoded this time: no longer skipped
                     if settings.apply_genres and not albums:
-                        values.update(applied_genres(item, values, settings, spellings))
+                        values.update(applied_genres(item, values, settings, spelled))
                     report.change(item, values)
                     fresh[item.id] = values
                     if not pretend:
@@ -577,7 +412,7 @@ class CnnGenrePlugin(BeetsPlugin):
                 if values is None:
                     continue
                 if settings.apply_genres and albums:
-                    values.update(applied_genres(album, values, settings, spellings))
+                    values.update(applied_genres(album, values, settings, spelled))
                 report.change(album, values)
                 if not pretend:
                     batch.store_album(album, values)
@@ -640,10 +475,10 @@ class CnnGenrePlugin(BeetsPlugin):
             j = judgements[n]
             order = np.argsort(-j.probabilities)[:3]
             audio = ", ".join(f"{model.genres[c]} {j.probabilities[c]:.2f}" for c in order)
-            ui.print_(f"{score:.2f}  {_label(objects[n])}: tagged {', '.join(j.tagged)}; audio says {audio}"
+            ui.print_(f"{score:.2f}  {label(objects[n])}: tagged {', '.join(j.tagged)}; audio says {audio}"
                       f" ({j.source})")
         if not opts.pretend:
-            with _all_or_nothing(lib):
+            with all_or_nothing(lib):
                 for obj, j in zip(objects, judgements):
                     if j is not None and j.score is not None:
                         obj["cnn_suspect"] = round(j.score, 4)
@@ -710,268 +545,6 @@ class CnnGenrePlugin(BeetsPlugin):
             self._log.warning("could not write tags after import: {}", error)
 
 
-# ------------------------------------------------------------------ fields
-
-
-def item_fields(prediction, model_id: str, settings: Settings, taxonomy=None) -> dict:
-    """Every field of an item's prediction, computed before anything is assigned."""
-    scores = dict(prediction.ranked())
-    if taxonomy is not None:
-        scores = taxonomy.with_parents(scores)
-    values = prediction_fields(scores, model_id, settings)
-    values["cnn_tags"] = [t for t, _ in prediction.tags]
-    return values
-
-
-def prediction_fields(scores: dict, model_id: str, settings: Settings) -> dict:
-    """The ``cnn_*`` fields of genre probabilities (an item's or an album's)."""
-    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
-    chosen = [(g, p) for g, p in ranked[:settings.top_k] if p >= settings.threshold] or ranked[:1]
-    return {
-        "cnn_genre": chosen[0][0],
-        "cnn_genre_score": round(float(chosen[0][1]), 4),
-        "cnn_genres": [g for g, _ in chosen],
-        "cnn_scores": [f"{g} {p:.3f}" for g, p in ranked[:SCORES_KEPT] if p >= SCORE_FLOOR] or
-                      [f"{ranked[0][0]} {ranked[0][1]:.3f}"],
-        "cnn_model": model_id,
-    }
-
-
-def parse_scores(values) -> dict:
-    """Genre -> probability from a ``cnn_scores`` field (``["jazz 0.830", ...]``)."""
-    scores = {}
-    for value in values or []:
-        genre, _, number = str(value).rpartition(" ")
-        try:
-            scores[genre] = float(number)
-        except ValueError:
-            continue
-    return scores
-
-
-def album_fields(album, model_id: str, settings: Settings, fresh: dict | None = None) -> dict | None:
-    """An album's prediction from its tracks that the current model tagged (None if none).
-
-    ``fresh`` maps item ids to fields predicted in this run, which take the
-    place of what the database holds (with ``-p`` they are never stored).
-    """
-    from genre_cnn_core import album_probabilities
-
-    fresh = fresh or {}
-    tracks = [parse_scores(values.get("cnn_scores")) for values in
-              (fresh.get(item.id) or dict(item) for item in album.items()) if values.get("cnn_model") == model_id]
-    tracks = [t for t in tracks if t]
-    if not tracks:
-        return None
-    genres = sorted({g for t in tracks for g in t})
-    mean = album_probabilities([[t.get(g, 0.0) for g in genres] for t in tracks])
-    return prediction_fields(dict(zip(genres, mean)), model_id, settings)
-
-
-def applied_genres(obj, values: dict, settings: Settings, spellings: dict) -> dict:
-    """``genres`` (and the record that cnngenre chose them) when they may be filled."""
-    existing = obj.get("genres", with_album=False) if hasattr(obj, "album_id") else obj.get("genres")
-    if (existing and not settings.force) or values["cnn_genre_score"] < settings.threshold:
-        return {}
-    genres = [spellings.get(g, g.title()) for g in values["cnn_genres"]]
-    return {"genres": genres, "cnn_applied": genres}
-
-
-def _spellings(model, taxonomy) -> dict:
-    """How to write each predictable genre into ``genres``: the library's spelling."""
-    spellings = dict(zip(model.genres, model.spellings))
-    if taxonomy is not None:
-        from genre_cnn_core import display_name, genre_key
-
-        for name in model.genres:
-            for ancestor in taxonomy.ancestors(genre_key(name)):
-                tree_name = taxonomy.tree_name(ancestor) or ancestor
-                spellings.setdefault(display_name(tree_name), tree_name.title())
-    return spellings
-
-
-def sort_genre(item) -> str:
-    """Template field ``$cnn_sort_genre``: the album's genre for the tracks of an album, so an album stays
-    in one folder; a singleton's or a compilation track's own genre; empty when there is none."""
-    album = item.get_album() if item.get("album_id") else None
-    compilation = album is not None and (album.get("comp") or album.get("albumartist") == config["va_name"].get())
-    if album is not None and not compilation and album.get("cnn_genre"):
-        return album["cnn_genre"]
-    return item.get("cnn_genre", with_album=False) or ""
-
-
-# ------------------------------------------------------------- reporting
-
-
-def _label(obj) -> str:
-    """How a change line names an item or album: its tags, or its path when it has none."""
-    if hasattr(obj, "album_id"):
-        if obj.get("artist") or obj.get("title"):
-            return f"{obj.get('artist') or '?'} - {obj.get('title') or '?'}"
-        return os.fsdecode(obj.path)
-    if obj.get("albumartist") or obj.get("album"):
-        return f"{obj.get('albumartist') or '?'} - {obj.get('album') or '?'} (album)"
-    return f"album at {os.fsdecode(obj.item_dir() or b'?')}"
-
-
-def _shown(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return ", ".join(map(str, value)) or "(none)"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value) if value not in (None, "") else "(none)"
-
-
-class Report:
-    """Prints one line per item or album whose shown fields change, the same with and without ``-p``.
-
-    ``cnn_genres`` is shown with the probability of each genre.
-    """
-
-    def __init__(self, pretend: bool, quiet: bool):
-        self.pretend, self.quiet = pretend, quiet
-        self.items = self.albums = self.applied = 0
-
-    def change(self, obj, values: dict) -> None:
-        item = hasattr(obj, "album_id")
-        old_values = {name: obj.get(name, with_album=False) if item else obj.get(name)
-                      for name in (*SHOWN_FIELDS, "cnn_scores")}
-        changes = []
-        for name in SHOWN_FIELDS:
-            if name not in values:
-                continue
-            old, new = old_values[name], values[name]
-            if isinstance(new, float) and isinstance(old, float) and abs(old - new) < 0.005:
-                continue
-            if (list(old) if isinstance(old, (list, tuple)) else old) == new or _shown(old) == _shown(new):
-                continue
-            if name == "cnn_genres":
-                old, new = _with_scores(old, old_values["cnn_scores"]), _with_scores(new, values.get("cnn_scores"))
-            changes.append(f"{name} {_shown(old)} -> {_shown(new)}")
-        if not changes:
-            return
-        if item:
-            self.items += 1
-        else:
-            self.albums += 1
-        self.applied += "genres" in values
-        if not self.quiet:
-            ui.print_(f"{_label(obj)}: " + "; ".join(changes))
-
-
-def _with_scores(genres, scores) -> list:
-    known = parse_scores(scores)
-    return [f"{g} {known[g]:.2f}" if g in known else g for g in genres or []]
-
-
-class Batch:
-    """Stores items in transactions of :data:`BATCH`, each item all or none, then writes their files."""
-
-    def __init__(self, lib, write: bool, log, defer: bool = False):
-        self.lib, self.write, self.log, self.defer = lib, write, log, defer
-        self.pending: list = []
-        self.stored = 0
-        self.flushed = time.monotonic()
-
-    def add(self, item, values: dict) -> None:
-        self.pending.append((item, values))
-        if len(self.pending) >= BATCH or time.monotonic() - self.flushed >= BATCH_SECONDS:
-            self.flush()
-
-    def flush(self) -> None:
-        self.flushed = time.monotonic()
-        if not self.pending:
-            return
-        batch, self.pending = self.pending, []
-        writes = [item for item, values in batch if self.write and _tags_change(values)]
-        with _all_or_nothing(self.lib):
-            for item, values in batch:
-                _assign(item, values)
-                if self.write and _tags_change(values):
-                    item["cnn_write_pending"] = True
-                item.store()
-        self.stored += len(batch)
-        if not self.defer:
-            self.write_pending(writes)
-
-    def store_album(self, album, values: dict) -> None:
-        """An album's fields; genres it is given go to its items too, as ``beet modify -a`` does.
-
-        Not through beets' inheritance: that would also copy the album's
-        ``cnn_*`` prediction over each track's own.
-        """
-        items = list(album.items()) if "genres" in values else []
-        with _all_or_nothing(self.lib):
-            _assign(album, values)
-            album.store(inherit=False)
-            for item in items:
-                item.update({"genres": values["genres"], "cnn_applied": values["cnn_applied"]})
-                if self.write:
-                    item["cnn_write_pending"] = True
-                item.store()
-        if self.write and items and not self.defer:
-            self.write_pending(items)
-
-    def write_pending(self, items) -> None:
-        """Write the files of items whose tags lag the database; a failure leaves them pending."""
-        from genre_cnn_core import write_tags
-
-        written = []
-        for item in items:
-            try:
-                write_tags(str(item.filepath), _tag_assigner(item), id3v23=config["id3v23"].get(bool))
-            except Exception as error:  # noqa: BLE001 -- beets' try_write: log and go on
-                self.log.warning("{}: tags not written ({}); the next run that writes tries again",
-                                 item.filepath, str(error).splitlines()[0] if str(error) else type(error).__name__)
-                continue
-            written.append(item)
-        self.written(written)
-
-    def written(self, items) -> None:
-        """Record that the files of these items hold their tags now."""
-        if items:
-            with _all_or_nothing(self.lib):
-                for item in items:
-                    del item["cnn_write_pending"]
-                    item.mtime = item.current_mtime()
-                    item.store()
-
-
-def _assign(obj, values: dict) -> None:
-    """Set fields on an item or album; None removes a field."""
-    for name, value in values.items():
-        if value is not None:
-            obj[name] = value
-        elif name in obj:
-            del obj[name]
-
-
-def _tags_change(values: dict) -> bool:
-    return any(name in values for name in ("cnn_genre", "cnn_genre_score", "genres"))
-
-
-def _tag_assigner(item):
-    """Sets the file tags cnngenre owns (and ``genres`` when it applied them) on a MediaFile."""
-    def assign(media):
-        media.cnn_genre = item.get("cnn_genre")
-        media.cnn_genre_score = item.get("cnn_genre_score")
-        if item.get("cnn_applied"):
-            media.genres = list(item.genres)
-    return assign
-
-
-@contextmanager
-def _all_or_nothing(lib):
-    """A transaction that is rolled back when anything goes wrong inside it (beets' own commits anyway)."""
-    with lib.transaction() as tx:
-        try:
-            yield tx
-        except BaseException:
-            with suppress(sqlite3.OperationalError):  # nothing written yet: no transaction to roll back
-                tx.mutate("ROLLBACK")
-            raise
-
-
 @contextmanager
 def _sigterm_as_interrupt():
     """SIGTERM (``kill``, ``timeout``, systemd) stops a run the way Ctrl-C does."""
@@ -1004,17 +577,3 @@ def _lastgenre_file(name: str) -> str:
     if spec is None or not spec.submodule_search_locations:
         raise ui.UserError("cnngenre: beets' lastgenre plugin files were not found; give a file instead of yes")
     return os.path.join(list(spec.submodule_search_locations)[0], name)
-
-
-def _media_fields():
-    """File tags for the prediction, so `-w` keeps it with the audio."""
-    def field(name, out_type=str):
-        return mediafile.MediaField(
-            mediafile.MP3DescStorageStyle(name.upper()),
-            mediafile.MP4StorageStyle(f"----:com.apple.iTunes:{name.upper()}"),
-            mediafile.StorageStyle(name.upper()),
-            mediafile.ASFStorageStyle(f"beets/{name}"),
-            out_type=out_type,
-        )
-
-    return {"cnn_genre": field("cnn_genre"), "cnn_genre_score": field("cnn_genre_score", float)}

@@ -1,0 +1,171 @@
+"""The plugin's configuration: its keys and defaults, and each value checked once, when a command starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import confuse
+from beets import config
+
+DEFAULTS = {
+    "auto": True,
+    "model": "",
+    "cache": True,
+    "cache_dir": "",
+    "backbone": "musicnn",
+    "jobs": 0,
+    "backend": "loky",
+    "dask_scheduler": "",
+    "device": "auto",
+    "top_k": 3,
+    "threshold": 0.5,
+    "apply_genres": False,
+    "train_on_applied": False,
+    "tags": True,
+    "tag_threshold": 0.3,
+    "min_tracks": 10,
+    "max_genres": 0,
+    "epochs": 30,
+    "minutes": 2.5,
+    "force": False,
+    "canonical": False,
+    "parents": False,
+    "whitelist": False,
+    "aliases": {},
+    "suspect_threshold": 0.9,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The plugin's configuration with the command line on top, checked once."""
+
+    model: str
+    model_given: bool
+    backbone: str
+    cache: bool
+    cache_dir: str
+    jobs: int
+    backend: str
+    dask_scheduler: str
+    device: str
+    top_k: int
+    threshold: float
+    apply_genres: bool
+    train_on_applied: bool
+    tags: bool
+    tag_threshold: float
+    min_tracks: int
+    max_genres: int
+    epochs: int
+    minutes: float
+    force: bool
+    canonical: object
+    parents: bool
+    whitelist: object
+    aliases: object
+    suspect_threshold: float
+
+
+def _bad(view, accepts: str):
+    raise confuse.ConfigValueError(f"{view.name}: must be {accepts}, not {view.get()!r}")
+
+
+def _integer(view, low: int, high: int | None = None) -> int:
+    value = view.get()
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        _bad(view, f"a whole number from {low}" + (f" to {high}" if high is not None else " up"))
+    return value
+
+
+def _number(view, low: float, high: float | None = None, low_open: bool = False) -> float:
+    value = view.get()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+            or value < low or (low_open and value == low) or (high is not None and value > high):
+        _bad(view, f"a number {'above' if low_open else 'from'} {low}" + (f" to {high}" if high is not None else ""))
+    return float(value)
+
+
+def _boolean(view) -> bool:
+    value = view.get()
+    if not isinstance(value, bool):
+        _bad(view, "yes or no")
+    return value
+
+
+def _path(view, default: str) -> str:
+    """A path setting: ``~`` and environment variables expanded, relative to the config folder (or, from
+    the command line, to the current folder); empty means ``default``."""
+    value = view.get()
+    if value in ("", None):
+        return default
+    if not isinstance(value, str):
+        _bad(view, "a path")
+    path = os.path.expanduser(os.path.expandvars(value))
+    if not os.path.isabs(path):
+        _, source = view.first()
+        path = os.path.join(config.config_dir() if source.filename else os.getcwd(), path)
+    return os.path.normpath(path)
+
+
+def _file_or_flag(view):
+    """``no``, ``yes`` (lastgenre's file) or a path."""
+    value = view.get()
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, str) or not value:
+        _bad(view, "yes, no or a file")
+    return _path(view, "")
+
+
+def read_settings(view, opts=None) -> Settings:
+    """The plugin's configuration ``view`` with the command-line options on top, each value checked.
+
+    Raises
+    ------
+    confuse.ConfigError
+        A value beets reports as ``configuration error: cnngenre.KEY: ...``.
+    """
+    from genre_cnn_core import BACKBONES, BACKENDS
+
+    if opts is not None:
+        view.set_args({k: v for k, v in vars(opts).items() if k in DEFAULTS and v is not None})
+    c = view
+    default_model = os.path.join(config.config_dir(), "cnngenre", "model.pt")
+    device = c["device"].get()
+    if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda") or
+                                           (device.startswith("cuda:") and device[5:].isdigit())):
+        _bad(c["device"], "auto, cpu, cuda or cuda:N")
+    aliases = c["aliases"].get()
+    if not (isinstance(aliases, bool) or
+            isinstance(aliases, dict) and all(isinstance(v, str) for v in aliases.values())):
+        _bad(c["aliases"], "yes (lastgenre's aliases), no, or a mapping of spellings to genres")
+    model = _path(c["model"], default_model)
+    return Settings(
+        model=model,
+        model_given=model != default_model,
+        backbone=c["backbone"].as_choice(list(BACKBONES)),
+        cache=_boolean(c["cache"]),
+        cache_dir=_path(c["cache_dir"], os.path.join(config.config_dir(), "cnngenre", "cache")),
+        jobs=_integer(c["jobs"], 0),
+        backend=c["backend"].as_choice(list(BACKENDS)),
+        dask_scheduler=c["dask_scheduler"].as_str_expanded(),
+        device=device,
+        top_k=_integer(c["top_k"], 1),
+        threshold=_number(c["threshold"], 0.0, 1.0),
+        apply_genres=_boolean(c["apply_genres"]),
+        train_on_applied=_boolean(c["train_on_applied"]),
+        tags=_boolean(c["tags"]),
+        tag_threshold=_number(c["tag_threshold"], 0.0, 1.0),
+        min_tracks=_integer(c["min_tracks"], 1),
+        max_genres=_integer(c["max_genres"], 0),
+        epochs=_integer(c["epochs"], 1),
+        minutes=_number(c["minutes"], 0.0, low_open=True),
+        force=_boolean(c["force"]),
+        canonical=_file_or_flag(c["canonical"]),
+        parents=_boolean(c["parents"]),
+        whitelist=_file_or_flag(c["whitelist"]),
+        aliases=aliases if isinstance(aliases, (bool, dict)) else {},
+        suspect_threshold=_number(c["suspect_threshold"], 0.0, 1.0),
+    )
