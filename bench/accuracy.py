@@ -71,8 +71,11 @@ class Plan:
     draws: int  # artist resamplings for the intervals
 
 
+#: The scratch CNN's schedule has a time budget (``TrainConfig.minutes``) that a loaded machine can make
+#: it shorten; the benchmark raises it so that the recipe's full schedule is what it measures.
+SCRATCH_MINUTES = 60.0
 FULL = Plan(fold_seeds=(0, 1, 2), leave_one_out=True, scratch_config={}, draws=2000)
-QUICK = Plan(fold_seeds=(0,), leave_one_out=False, scratch_config={"epochs": 4, "minutes": 0.5}, draws=500)
+QUICK = Plan(fold_seeds=(0,), leave_one_out=False, scratch_config={"epochs": 4}, draws=500)
 
 
 # ------------------------------------------------------------------ data
@@ -289,8 +292,8 @@ def scratch_fit(features: list, data: Dataset, plan: Plan, notes: list) -> Calla
     def log(line):
         if "shortened" in line:  # the time budget cut the schedule: say so in the report
             notes.append(line)
-    return datasets.backbone_fit("scratch", features, data.targets, data.labels, data.groups,
-                                 TrainConfig(device="cpu", **plan.scratch_config), log=log)
+    config = TrainConfig(device="cpu", minutes=SCRATCH_MINUTES, **plan.scratch_config)
+    return datasets.backbone_fit("scratch", features, data.targets, data.labels, data.groups, config, log=log)
 
 
 @dataclasses.dataclass
@@ -509,9 +512,12 @@ def render(result: Run, plan: Plan) -> str:
         "figures differ. musicnn default head = `get_backbone('musicnn').train` on the cached embeddings "
         "(`TrainConfig()`). Softmax single-label head = the same features and penalties, one softmax over "
         "genres with a fitted temperature instead of per-genre Platt probabilities. Scratch CNN = "
-        "`get_backbone('scratch').train` with " + ("`TrainConfig(device='cpu')` (the default recipe)."
+        "`get_backbone('scratch').train` with " + ("`TrainConfig()`, the default recipe"
                                                   if not plan.scratch_config else
-                                                  f"`TrainConfig({plan.scratch_config})` (quick mode)."),
+                                                  f"`TrainConfig({plan.scratch_config})` (quick mode)")
+        + f", on the CPU, its time budget raised to {SCRATCH_MINUTES:g} minutes so that the shared machine's "
+        "load cannot shorten the schedule (on 103 training clips the recipe's 480 steps take well under the "
+        "default 2.5 minutes on an idle core).",
         "",
         f"### gtzan-dev, {FOLDS} artist-grouped folds (seed 0)",
         "",

@@ -438,3 +438,73 @@ class BeetsLibrary:
         config.read(user=False, defaults=True)
         config.set_file(str(self.config_dir / "config.yaml"))
         return Library(str(self.database), str(self.folder / "music"))
+
+
+#: The path formats of the README: an album stays in its album's genre folder.
+README_PATHS = {
+    "default": "%if{$cnn_sort_genre,$cnn_sort_genre,Unsorted}/$albumartist/$album%aunique{}/$track $title",
+    "singleton": "%if{$cnn_sort_genre,$cnn_sort_genre,Unsorted}/Non-Album/$artist/$title",
+    "comp": "%if{$cnn_sort_genre,$cnn_sort_genre,Unsorted}/Compilations/$album%aunique{}/$track $title",
+}
+
+
+def import_library(folder: Path, tracks: Sequence[Track], lists: Sequence[list], settings: dict,
+                   compilation: Sequence[int] = (), log=print) -> tuple[BeetsLibrary, list[int]]:
+    """A beets library of tagged copies of the tracks, imported as they are by ``beet import -A``.
+
+    Albums are laid out one folder each and imported as albums; the
+    tracks of ``compilation`` (indices) form one Various Artists
+    compilation; the other tracks are imported as singletons.
+
+    Returns
+    -------
+    (BeetsLibrary, list of int)
+        The library, and each track's item id.
+
+    Raises
+    ------
+    DataError
+        The library does not hold what was laid out (items, albums, genres).
+    """
+    library = BeetsLibrary(folder, settings)
+    incoming = Path(folder) / "incoming"
+    in_compilation = set(compilation)
+    copies = {}
+    for (artist, album), members in albums_of(tracks).items():
+        for number, index in enumerate(members, 1):
+            if index not in in_compilation:
+                copies[index] = copy_tagged(tracks[index], incoming / "albums" / f"{artist} - {album}",
+                                            lists[index], album, artist, number)
+    # Each track's own artist as its album artist: beets' as-is import then makes the album a Various
+    # Artists compilation (when the album artists agree, it takes their name and clears the flag).
+    for number, index in enumerate(compilation, 1):
+        copies[index] = copy_tagged(tracks[index], incoming / "albums" / "compilation", lists[index],
+                                    "GTZAN Sampler", None, number, compilation=True)
+    for number, index in enumerate(i for i in range(len(tracks)) if i not in copies):
+        copies[index] = copy_tagged(tracks[index], incoming / "singles", lists[index], None, None, number + 1)
+    library.beet("import", "-A", "-q", str(incoming / "albums"), log=log)
+    if (incoming / "singles").exists():
+        library.beet("import", "-A", "-q", "-s", str(incoming / "singles"), log=log)
+    lib = library.open()
+    by_path = {os.fsdecode(item.path): item for item in lib.items()}
+    ids = []
+    for index in range(len(tracks)):
+        item = by_path.get(str(copies[index]))
+        if item is None:
+            raise DataError(f"beet import left out {copies[index]}")
+        if list(item.genres) != list(lists[index]):
+            raise DataError(f"{copies[index]}: imported with genres {list(item.genres)}, tagged {lists[index]}")
+        ids.append(item.id)
+    expected = len({tracks[i].album for i in copies if tracks[i].album and i not in in_compilation}) + \
+        bool(in_compilation)
+    found = len(lib.albums())
+    if len(by_path) != len(tracks) or found != expected:
+        raise DataError(f"the library holds {len(by_path)} items and {found} albums, not {len(tracks)} and {expected}")
+    lib._close()
+    return library, ids
+
+
+def top_folders(lib, album) -> set[str]:
+    """The folders right under the library's directory that hold an album's tracks."""
+    root = os.fsdecode(lib.directory)
+    return {os.path.relpath(os.fsdecode(item.path), root).split(os.sep)[0] for item in album.items()}
