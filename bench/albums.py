@@ -266,7 +266,7 @@ def through_the_product(tracks: list, lists: list, folder: Path, log) -> Folders
     commands = []
 
     def note(line):
-        commands.append(line)
+        commands.append(line.replace(str(folder), "LIBRARY"))
         log(line)
     settings = {"plugins": ["cnngenre"], "paths": datasets.README_PATHS,
                 "cnngenre": {"auto": False, "cache_dir": str(datasets.CACHE), "jobs": 1, "device": "cpu"}}
@@ -413,7 +413,8 @@ def render(tracks: list, lists: list, held: Heldout, folders: Folders | None) ->
             f"of their {folders.tracks} tracks ({folders.tracks_right / folders.tracks:.1%}). Items left in "
             f"`Unsorted` (no prediction): {folders.unsorted}. Target for non-compilation albums: 0 split.",
             "",
-            "Commands and their seconds: " + "; ".join(f"`{c}`" for c in folders.commands) + ".",
+            "Commands and their seconds (LIBRARY: the library's folder): "
+            + "; ".join(f"`{c}`" for c in folders.commands) + ".",
             "",
         ]
     return "\n".join(text)

@@ -276,7 +276,7 @@ def main(argv=None) -> None:
                                                    log=log)
             for seed in range(1 if args.quick else args.seeds):
                 planting = plant(tracks, learnable, seed)
-                scores, summary = judge(library, ids, planting, log=commands.append if seed == 0 else None)
+                scores, summary = judge(library, ids, planting, log=commands.append if seed == 0 else log)
                 outcomes.append(Outcome(planting, scores, summary))
                 p, r, flagged = precision_recall(scores, planting.planted, summary["threshold"])
                 log(f"seed {seed}: flagged {flagged}, precision {p}, recall {r:.2f}")
