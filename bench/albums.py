@@ -378,8 +378,8 @@ def render(tracks: list, lists: list, held: Heldout, folders: Folders | None) ->
 
     def total(key):
         return sum(getattr(a, key) for a in held.albums)
-    rows.append(["all", total("albums")] + [f"{sum(a.album_right[n] for a in held.albums) / total('albums'):.1%}"
-                                            for n in CONSENSUS]
+    pooled_right = {n: sum(a.album_right[n] for a in held.albums) for n in CONSENSUS}
+    rows.append(["seeds pooled", total("albums")] + [f"{pooled_right[n] / total('albums'):.1%}" for n in CONSENSUS]
                 + [f"{total('tracks_right') / total('tracks'):.1%}",
                    f"{np.mean([a.album_share_right for a in held.albums]):.1%}",
                    f"{total('disagreeing')} of {total('albums')}"])
