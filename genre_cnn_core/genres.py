@@ -252,6 +252,19 @@ class Taxonomy:
                         found.append((ancestor, self.tree_name(ancestor), False))
         return found
 
+    def specific_first(self, names: list) -> list:
+        """Genre names in their order, except that a genre comes before its ancestors in the tree.
+
+        A track that is metal and rock (its parent) is first of all metal:
+        the more specific genre says more, and implies the other.
+        """
+        ordered: list = []
+        for name in names:
+            ancestors = set(self.ancestors(genre_key(name)))
+            place = next((i for i, other in enumerate(ordered) if genre_key(other) in ancestors), len(ordered))
+            ordered.insert(place, name)
+        return ordered
+
     def with_parents(self, scores: dict) -> dict:
         """Add the tree ancestors of predicted genres (display names -> probabilities).
 

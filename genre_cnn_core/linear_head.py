@@ -137,6 +137,10 @@ class HeadTraining:
         Indices of the tracks with an out-of-fold prediction.
     heldout_probabilities : np.ndarray
         Their calibrated out-of-fold probabilities, ``(len(heldout), genres)``.
+    heldout_known : np.ndarray
+        Booleans of the same shape: whether the head that made each held-out
+        prediction learned that genre at all (a genre played by one artist
+        is unknown to the head that held that artist out).
     penalty : float
         The chosen L2 penalty.
     folds : int
@@ -147,6 +151,7 @@ class HeadTraining:
     calibration: np.ndarray
     heldout: np.ndarray
     heldout_probabilities: np.ndarray
+    heldout_known: np.ndarray
     penalty: float
     folds: int
 
@@ -188,8 +193,8 @@ def train_linear_head(embeddings, targets, strata, groups, n_folds: int = 5, off
     used_folds = len(np.unique(folds))
     if used_folds < 2:
         head = fit_head(x, targets, strata, 1.0, offset)
-        return HeadTraining(head, np.array([1.0, 0.0]), np.zeros(0, int),
-                            np.zeros((0, targets.shape[1])), 1.0, 0)
+        empty = np.zeros((0, targets.shape[1]))
+        return HeadTraining(head, np.array([1.0, 0.0]), np.zeros(0, int), empty, empty.astype(bool), 1.0, 0)
     logits = out_of_fold_logits(x, targets, strata, folds, PENALTIES, offset)
     scored = {}
     for penalty, fold_logits in logits.items():
@@ -198,5 +203,6 @@ def train_linear_head(embeddings, targets, strata, groups, n_folds: int = 5, off
     penalty = min(scored, key=lambda p: (scored[p][0], -p))
     calibration = scored[penalty][1]
     head = fit_head(x, targets, strata, penalty, offset)
-    heldout = np.arange(len(x))
-    return HeadTraining(head, calibration, heldout, calibrate(logits[penalty], calibration), penalty, used_folds)
+    known = np.stack([targets[folds != folds[i]].any(axis=0) for i in range(len(x))])
+    return HeadTraining(head, calibration, np.arange(len(x)), calibrate(logits[penalty], calibration), known,
+                        penalty, used_folds)

@@ -67,6 +67,10 @@ class GenreModel:
         ... and those predictions, ``(len(heldout_ids), genres)``.
     metadata : dict
         Plain data: training report, dates, library size, ``trained_on``.
+    heldout_known : np.ndarray
+        Booleans of the shape of ``heldout_probabilities``: whether the model
+        that made a held-out prediction learned that genre (a genre only one
+        artist plays is unknown to the model that held that artist out).
     """
 
     backbone: str
@@ -79,6 +83,7 @@ class GenreModel:
     heldout_ids: list = dataclasses.field(default_factory=list)
     heldout_probabilities: np.ndarray | None = None
     metadata: dict = dataclasses.field(default_factory=dict)
+    heldout_known: np.ndarray | None = None
 
     def __post_init__(self):
         # Stored as they are saved, so the id of a model is the same before and after a round trip.
@@ -87,6 +92,9 @@ class GenreModel:
         if self.heldout_probabilities is None:
             self.heldout_probabilities = np.zeros((0, len(self.genres)), np.float32)
         self.heldout_probabilities = np.asarray(self.heldout_probabilities, dtype=np.float32)
+        if self.heldout_known is None:
+            self.heldout_known = np.ones(self.heldout_probabilities.shape, dtype=bool)
+        self.heldout_known = np.asarray(self.heldout_known, dtype=bool)
 
     # ------------------------------------------------------------ use
 
@@ -125,8 +133,10 @@ class GenreModel:
         return calibrate(self.logits(features, device), self.calibration)
 
     def heldout(self) -> dict:
-        """Audio id -> held-out probabilities of each training track that has them."""
-        return dict(zip(self.heldout_ids, self.heldout_probabilities))
+        """Audio id -> held-out probabilities of each training track that has them; NaN for a genre the
+        model that made the prediction never learned."""
+        masked = np.where(self.heldout_known, self.heldout_probabilities, np.nan)
+        return dict(zip(self.heldout_ids, masked))
 
     # ------------------------------------------------------------ file
 
@@ -139,7 +149,8 @@ class GenreModel:
 
     def _arrays(self) -> dict:
         arrays = {f"weights/{name}": value for name, value in self.weights.items()}
-        arrays.update(calibration=self.calibration, heldout_probabilities=self.heldout_probabilities)
+        arrays.update(calibration=self.calibration, heldout_probabilities=self.heldout_probabilities,
+                      heldout_known=self.heldout_known)
         return arrays
 
     def save(self, path: str) -> None:
@@ -154,6 +165,7 @@ class GenreModel:
             "weights": {name: torch.from_numpy(np.array(value)) for name, value in self.weights.items()},
             "calibration": torch.from_numpy(self.calibration.copy()),
             "heldout_probabilities": torch.from_numpy(self.heldout_probabilities.copy()),
+            "heldout_known": torch.from_numpy(self.heldout_known.copy()),
         }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
@@ -267,6 +279,9 @@ def _from_payload(payload) -> GenreModel:
     heldout = _array(payload.get("heldout_probabilities"), "held-out probabilities", (len(heldout_ids), len(genres)))
     if ((heldout < 0) | (heldout > 1)).any():
         raise ModelError("held-out probabilities outside 0..1")
+    known = payload.get("heldout_known")
+    if not isinstance(known, np.ndarray) or known.dtype != bool or known.shape != heldout.shape:
+        raise ModelError(f"heldout_known is not a boolean tensor of shape {heldout.shape}")
     trained_on = meta.get("trained_on", [])
     if not isinstance(trained_on, list) or not all(isinstance(i, str) and i for i in trained_on):
         raise ModelError("trained_on is not a list of audio ids")
@@ -274,7 +289,7 @@ def _from_payload(payload) -> GenreModel:
         raise ModelError("model id is not a string")
 
     model = GenreModel(backbone, genres, spellings, settings, weights, architecture, calibration,
-                       heldout_ids, heldout, {k: v for k, v in meta.items() if k not in _STRUCTURE})
+                       heldout_ids, heldout, {k: v for k, v in meta.items() if k not in _STRUCTURE}, known)
     if model.model_id != meta["model_id"]:
         raise ModelError(f"its content does not match its id {meta['model_id']} (damaged or edited); "
                          "retrain with `beet cnngenre -t`")

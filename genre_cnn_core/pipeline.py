@@ -192,10 +192,13 @@ def train_on_files(
         "train_seconds": round(time.perf_counter() - started, 2),
         **trained.info,
     }
-    known = [row for row, h in enumerate(trained.heldout) if ids[h]]
+    rows = [row for row, h in enumerate(trained.heldout) if ids[h]]
+    known = trained.heldout_known if trained.heldout_known is not None else \
+        np.ones(trained.heldout_probabilities.shape, dtype=bool)
     model = GenreModel(chosen_backbone.name, genres, [choice.spellings[c] for c in learned], extractor.settings,
                        trained.weights, trained.architecture, trained.calibration,
-                       [ids[trained.heldout[row]] for row in known], trained.heldout_probabilities[known], metadata)
+                       [ids[trained.heldout[row]] for row in rows], trained.heldout_probabilities[rows], metadata,
+                       heldout_known=known[rows])
     return model, choice, failures
 
 
@@ -321,6 +324,10 @@ def agreeing_genres(model: GenreModel, values, taxonomy: Taxonomy | None = None)
 
 
 def _judgement(model, index, probabilities, agreeing, source) -> Judgement:
+    """Judge by the agreeing genres the predicting model knows (NaN: a genre it never learned)."""
+    agreeing = [c for c in agreeing if not np.isnan(probabilities[c])]
+    if not agreeing:
+        return Judgement(index, None, [], None, "its genres are played only by its own artist")
     score = 1.0 - float(np.max(probabilities[agreeing]))
     return Judgement(index, score, [model.genres[c] for c in agreeing], probabilities, source)
 
@@ -328,14 +335,17 @@ def _judgement(model, index, probabilities, agreeing, source) -> Judgement:
 def judge_album(model: GenreModel, track_probabilities: Sequence, album_genres, taxonomy: Taxonomy | None = None,
                 index: int = 0) -> Judgement:
     """How strongly an album's audio (the mean of its judged tracks' probabilities) contradicts its genre tags."""
-    from .albums import album_probabilities
-
     agreeing = agreeing_genres(model, album_genres, taxonomy)
     if not agreeing:
         return Judgement(index, None, [], None, "unknown genres")
-    if not len(track_probabilities):
+    rows = np.asarray(track_probabilities, dtype=np.float64)
+    if not len(rows):
         return Judgement(index, None, [], None, "no judged tracks")
-    return _judgement(model, index, album_probabilities(track_probabilities), agreeing, "its tracks")
+    # Genres a track's held-out model never learned (NaN) are judged by the album's other tracks.
+    learned = ~np.isnan(rows)
+    mean = np.where(learned.any(axis=0), np.where(learned, rows, 0).sum(axis=0) / np.maximum(learned.sum(axis=0), 1),
+                    np.nan)
+    return _judgement(model, index, mean, agreeing, "its tracks")
 
 
 def judge_files(
@@ -353,10 +363,11 @@ def judge_files(
 
     A track the model learned from is judged by its held-out prediction
     (made by a model that never heard its artist); any other track by the
-    model. Tracks whose tagged genres the model does not know, and
-    training tracks without a held-out prediction, are not judged. A
-    tagged genre is not contradicted by its relatives in the genre tree
-    (``bebop`` by ``jazz``).
+    model. Tracks whose tagged genres the model does not know, training
+    tracks without a held-out prediction, and tracks whose genres only
+    their own artist plays (the held-out model never learned them) are not
+    judged. A tagged genre is not contradicted by its relatives in the
+    genre tree (``bebop`` by ``jazz``).
 
     Yields
     ------

@@ -118,3 +118,9 @@ def test_bad_tree_and_pattern_are_errors(tmp_path):
         load_tree(str(path))
     with pytest.raises(ValueError, match="alias pattern"):
         Taxonomy(alias_patterns={"x": ["(unclosed"]})
+
+
+def test_a_genre_comes_before_its_ancestors():
+    taxonomy = Taxonomy(tree=TREE)
+    assert taxonomy.specific_first(["rock", "post-rock", "jazz", "bebop"]) == ["post-rock", "rock", "bebop", "jazz"]
+    assert taxonomy.specific_first(["jazz", "rock"]) == ["jazz", "rock"]

@@ -89,6 +89,8 @@ BAD = {
     "held-out shape": (_set("heldout_ids", ["a" * 20]), "held-out probabilities has shape"),
     "held-out above 1": (lambda p, m: p["heldout_probabilities"].__setitem__(0, 2.0), "outside 0..1"),
     "trained_on not ids": (_set("trained_on", [1, 2]), "trained_on is not a list"),
+    "held-out mask not booleans": (lambda p, m: p.__setitem__("heldout_known", p["heldout_known"].float()),
+                                   "heldout_known is not a boolean tensor"),
     "metadata not JSON": (lambda p, m: p.__setitem__("metadata", "{not json"), "not valid JSON"),
 }
 

@@ -82,3 +82,18 @@ def test_tracks_not_trained_on_are_judged_by_the_model(scratch_model, heldout_fi
     assert np.median(correct) < 0.5  # their tags are right: little disagreement
     swapped = {j.index: j for j in judge_files(scratch_model, paths, [[WRONG[g]] for _, g in heldout_files])}
     assert np.median([j.score for j in swapped.values()]) > 0.5
+
+
+def test_a_genre_only_one_artist_plays_is_not_judged_by_the_head_that_never_learned_it():
+    from genre_cnn_core.linear_head import train_linear_head
+
+    rng = np.random.default_rng(0)
+    strata = np.array([0] * 20 + [1] * 20 + [2] * 4)
+    groups = [f"a{i // 2}" for i in range(40)] + ["lonely"] * 4  # genre 2: one artist
+    x = rng.normal(size=(44, 6)) + np.eye(3)[strata].repeat(2, axis=1) * 3
+    from genre_cnn_core.splits import grouped_folds
+
+    found = train_linear_head(x, np.eye(3, dtype=bool)[strata], strata, groups)
+    lonely_fold = grouped_folds(strata, groups, 5, 0) == grouped_folds(strata, groups, 5, 0)[40]
+    assert (found.heldout_known[:, 2] == ~lonely_fold).all()  # that fold's head never saw genre 2
+    assert found.heldout_known[:, :2].all()

@@ -372,7 +372,7 @@ class CnnGenrePlugin(BeetsPlugin):
         skipped = len(items) - len(todo)
         crashed = sum(1 for item in items if item.get("cnn_error") and not settings.force
                       and item.get("cnn_model") != model_id)
-        taxonomy = self.taxonomy(settings) if settings.parents else None
+        taxonomy = self.taxonomy(settings) if settings.parents or settings.canonical else None
         spelled = spellings(model, taxonomy)
         report = Report(pretend=pretend, quiet=quiet)
         batch = Batch(lib, write and not pretend, self._log, defer=defer_writes)
@@ -408,7 +408,7 @@ class CnnGenrePlugin(BeetsPlugin):
                 batch.write_pending([item for item in items if item.get("cnn_write_pending")])
             touched = objects if albums else _albums_of(lib, items)
             for album in touched:
-                values = album_fields(album, model_id, settings, fresh)
+                values = album_fields(album, model_id, settings, fresh, taxonomy)
                 if values is None:
                     continue
                 if settings.apply_genres and albums:

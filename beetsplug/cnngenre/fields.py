@@ -15,17 +15,23 @@ SCORES_KEPT, SCORE_FLOOR = 10, 0.01
 def item_fields(prediction, model_id: str, settings, taxonomy=None) -> dict:
     """Every field of an item's prediction, computed before anything is assigned."""
     scores = dict(prediction.ranked())
-    if taxonomy is not None:
+    if taxonomy is not None and settings.parents:
         scores = taxonomy.with_parents(scores)
-    values = prediction_fields(scores, model_id, settings)
+    values = prediction_fields(scores, model_id, settings, taxonomy)
     values["cnn_tags"] = [t for t, _ in prediction.tags]
     return values
 
 
-def prediction_fields(scores: dict, model_id: str, settings) -> dict:
-    """The ``cnn_*`` fields of genre probabilities (an item's or an album's)."""
+def prediction_fields(scores: dict, model_id: str, settings, taxonomy=None) -> dict:
+    """The ``cnn_*`` fields of genre probabilities (an item's or an album's).
+
+    With a genre tree, a chosen genre comes before its chosen ancestors: the
+    primary genre is then the most specific one that clears the threshold.
+    """
     ranked = sorted(scores.items(), key=lambda kv: -kv[1])
     chosen = [(g, p) for g, p in ranked[:settings.top_k] if p >= settings.threshold] or ranked[:1]
+    if taxonomy is not None:
+        chosen = [(g, scores[g]) for g in taxonomy.specific_first([g for g, _ in chosen])]
     return {
         "cnn_genre": chosen[0][0],
         "cnn_genre_score": round(float(chosen[0][1]), 4),
@@ -48,7 +54,7 @@ def parse_scores(values) -> dict:
     return scores
 
 
-def album_fields(album, model_id: str, settings, fresh: dict | None = None) -> dict | None:
+def album_fields(album, model_id: str, settings, fresh: dict | None = None, taxonomy=None) -> dict | None:
     """An album's prediction from its tracks that the current model tagged (None if none).
 
     ``fresh`` maps item ids to fields predicted in this run, which take the
@@ -64,7 +70,7 @@ def album_fields(album, model_id: str, settings, fresh: dict | None = None) -> d
         return None
     genres = sorted({g for t in tracks for g in t})
     mean = album_probabilities([[t.get(g, 0.0) for g in genres] for t in tracks])
-    return prediction_fields(dict(zip(genres, mean)), model_id, settings)
+    return prediction_fields(dict(zip(genres, mean)), model_id, settings, taxonomy)
 
 
 def applied_genres(obj, values: dict, settings, spellings: dict) -> dict:

@@ -104,6 +104,9 @@ class TrainedHead:
         Indices of the tracks predicted by a model that never heard their artist.
     heldout_probabilities : np.ndarray
         Those predictions, calibrated: ``(len(heldout), genres)``.
+    heldout_known : np.ndarray or None
+        Booleans of that shape: whether the model that made a held-out
+        prediction learned the genre at all; None: every genre.
     info : dict
         Plain data for the model's metadata (chosen penalty, history, ...).
     """
@@ -113,6 +116,7 @@ class TrainedHead:
     calibration: np.ndarray
     heldout: np.ndarray
     heldout_probabilities: np.ndarray
+    heldout_known: np.ndarray | None = None
     info: dict = dataclasses.field(default_factory=dict)
 
 

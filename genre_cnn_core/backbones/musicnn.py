@@ -117,7 +117,8 @@ class MusicnnBackbone(Backbone):
             found = train_linear_head(x, targets, strata, groups, config.folds, offset, config.seed)
         log(f"head: L2 penalty {found.penalty:g} chosen on {found.folds} artist-grouped folds")
         return TrainedHead(found.head.weights(), found.head.architecture, found.calibration, found.heldout,
-                           found.heldout_probabilities, {"l2_penalty": found.penalty, "folds": found.folds})
+                           found.heldout_probabilities, found.heldout_known,
+                           {"l2_penalty": found.penalty, "folds": found.folds})
 
     def logits(self, weights, architecture, features, device="cpu"):
         return LinearHead.from_weights(weights, architecture).logits(np.stack(features))
