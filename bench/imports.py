@@ -1,225 +1,206 @@
 #!/usr/bin/env python
-"""What tagging on import costs, and throughput on a Dask cluster: the ``## Import and Dask`` section of ``bench/RESULTS.md``.
+"""What tagging on import costs, and feature extraction on a Dask cluster: the ``## Import and Dask``
+section of ``bench/RESULTS.md``.
 
 Usage (from the repository root)::
 
-    /work/venv/bin/python bench/scaleout.py [--tracks 60] [--repeat 3]
+    python bench/imports.py [--albums 3] [--repeats 3] [--tracks 60] [--quick]
 
-It reuses the full-length library that ``bench/speed.py`` builds (and builds it
-when missing), then measures in one run:
+One run, this checkout only, 2 workers and the CPU:
 
-1. **Import overhead.** ``beet import -A -q`` of one 10-track album (3-5 min
-   tracks), and of ``--albums`` albums in one session, into a fresh library
-   with ``cnngenre.auto`` off, on, and on with ``-w`` (write tags to the
-   files), alternated ``--repeat`` times with an empty feature cache; the
-   overhead is the difference of the medians. As a yardstick, decoding the
-   album's excerpts alone in one process.
-2. **Dask.** ``beet cnngenre -f`` over ``--tracks`` tracks with ``backend:
-   dask`` on a ``distributed.LocalCluster`` of 1 and then 2 worker processes
-   (one thread each), cold feature cache, workers warmed by a one-track run
-   first (a cluster outlives one command); and with the default loky backend
-   and 2 workers for reference.
+1. Import: ``beet import -A -q`` of the first album (10 full-length tracks of
+   ``bench/library.py``) and of the first ``--albums`` albums in one session,
+   each into a fresh library with an empty feature cache, ``cnngenre.auto`` off
+   and on, alternated ``--repeats`` times. What tagging adds is the difference
+   of the medians: for the first album of a session, and for each further one.
+2. Dask: ``beet cnngenre -f`` over ``--tracks`` tracks with an empty cache, with
+   the default loky backend (2 workers) for reference, then with ``backend:
+   dask`` on a ``distributed.LocalCluster`` of 1 and of 2 worker processes (one
+   thread each), warmed by a one-track run first (a cluster outlives one command).
+
+It prints the section and writes it to ``bench/RESULTS.md`` (``--quick``: a
+small run of a few minutes, written to ``bench/out/RESULTS-quick.md``).
+Timings are only valid on an idle machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import shlex
-import shutil
-import statistics
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import speed  # noqa: E402  (the library builder and process measurement of bench/speed.py)
+import library
+import measure
+import results
+
+PROBLEMS: list = []
+MODES = {"auto off": False, "auto on": True}
 
 
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--albums", type=int, help="albums of the longer import session (default 3; quick 2)")
+    parser.add_argument("--repeats", type=int, help="rounds of the import runs (default 3; quick 1)")
+    parser.add_argument("--tracks", type=int, help="tracks of the Dask runs (default 60; quick 12)")
+    parser.add_argument("--quick", action="store_true", help="a small run of a few minutes")
+    parser.add_argument("--root", type=Path, default=library.ROOT, help="where libraries and runs live")
+    parser.add_argument("--out", type=Path, help="report file (default bench/RESULTS.md; quick: "
+                                                 "bench/out/RESULTS-quick.md)")
+    args = parser.parse_args(argv)
+    args.albums = args.albums or (2 if args.quick else 3)
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    args.tracks = args.tracks or (12 if args.quick else 60)
+    args.out = args.out or results.REPO / "bench" / ("out/RESULTS-quick.md" if args.quick else "RESULTS.md")
+    return args
 
-def import_albums(root: Path, albums: list, auto: bool, write: bool) -> speed.Measured:
-    """Import fresh copies of ``albums`` as-is into a fresh library; checks fields were (not) set."""
-    home = root / "import"
-    beets = speed.Beets(home).configure(auto=auto)
-    copies = []
-    for album in albums:
-        copies.append(home / "albums" / album.name)
-        shutil.copytree(album, copies[-1])
-    result = beets.run("import", "-A", "-q", *(["-w"] if write else []), *copies)
-    tagged = beets.run("ls", "-f", "$cnn_genre").stdout.split()
-    expected = sum(len(list(album.iterdir())) for album in albums) if auto else 0
-    if len(tagged) != expected:
-        speed.PROBLEMS.append(f"import of {len(albums)} albums, auto={auto} write={write}: "
-                              f"{len(tagged)} of {expected} items tagged")
+
+# ---------------------------------------------------------------- import
+
+
+def import_session(albums: list, tracks: int, auto: bool, home: Path) -> measure.Measured:
+    """``beet import -A -q`` of ``albums`` in one session into a fresh library; checks what got tagged."""
+    beets = library.Beets(home, auto=auto)
+    result = beets.import_folder(albums, tracks)
+    tagged = [value for value in beets.run("ls", "-f", "$cnn_genre").stdout.split() if value.strip()]
+    if len(tagged) != (tracks if auto else 0):
+        PROBLEMS.append(f"import of {len(albums)} albums, auto {'on' if auto else 'off'}: "
+                        f"{len(tagged)} of {tracks} items tagged")
     return result
 
 
-#: Import modes: (cnngenre.auto, beet import -w).
-MODES = {"auto off": (False, False), "auto on": (True, False), "auto on, -w (write tags)": (True, True)}
-
-
-def measure_import(root: Path, albums: list, repeat: int) -> dict:
-    """``{(albums, mode): [Measured, ...]}`` for the first album alone and for all of ``albums``."""
-    runs = {}
-    for round_ in range(repeat):
-        for count in (1, len(albums)):
-            for name, (auto, write) in MODES.items():
-                speed.log(f"import of {count} album(s), {name}, round {round_ + 1}")
-                runs.setdefault((count, name), []).append(import_albums(root, albums[:count], auto, write))
+def measure_imports(album_folders: list, album_tracks: list, repeats: int, root: Path) -> dict:
+    """``{(albums, mode): [Measured, ...]}`` for the first album alone and for all of ``album_folders``."""
+    runs: dict = {}
+    for number in range(repeats):
+        for count in sorted({1, len(album_folders)}):
+            for mode, auto in MODES.items():
+                measure.log(f"round {number + 1}: import of {count} album(s), {mode}")
+                home = root / "import" / f"{count}-{mode.replace(' ', '-')}-{number}"
+                runs.setdefault((count, mode), []).append(
+                    import_session(album_folders[:count], sum(album_tracks[:count]), auto, home))
     return runs
 
 
-def decode_album(paths: list) -> float:
-    """Seconds to decode the excerpts the default model reads, one process, one thread."""
-    from genre_cnn_core import DEFAULT_MODEL
-    from genre_cnn_core.audio import load_excerpts
-
-    settings = speed.model_settings(DEFAULT_MODEL, "musicnn")
-    load_excerpts(paths[0], settings.sample_rate, settings.excerpt_seconds, settings.n_excerpts)  # imports
-    start = time.perf_counter()
-    for path in paths:
-        load_excerpts(path, settings.sample_rate, settings.excerpt_seconds, settings.n_excerpts)
-    return time.perf_counter() - start
+# ------------------------------------------------------------------ Dask
 
 
-def measure_dask(root: Path, rows: list, tracks: int) -> dict:
-    """``beet cnngenre -f`` on ``tracks`` tracks: loky 2 workers, Dask 1 and 2 workers."""
+def measure_dask(rows: list, root: Path) -> dict:
+    """``beet cnngenre -f`` over ``rows`` with an empty cache: loky with 2 workers, Dask with 1 and 2."""
     from distributed import LocalCluster
 
-    home = root / "dask"
-    beets = speed.Beets(home)
-    folder = home / "music"
-    folder.mkdir()
-    for row in rows[:tracks]:  # links: the same files, a library of just these tracks
-        os.symlink(row["path"], folder / Path(row["path"]).name)
-    speed.import_library(beets, folder, tracks)
-    warm_title = f"title:{rows[0]['title']}"
-    results = {}
+    os.environ["PYTHONPATH"] = str(results.REPO)  # Dask's worker processes import this checkout too
+    library.place(rows, root / "dask-music", "link")
+    beets = library.Beets(root / "dask")
+    beets.import_folder(root / "dask-music", len(rows))
+    runs = {}
 
-    def cold_run(label, extra_env=None):
+    def cold(label: str) -> None:
         beets.clear_cache()
-        speed.log(f"beet cnngenre -f over {tracks} tracks, {label}, cold cache")
-        result = beets.run("cnngenre", "-f", env=extra_env)
-        done, failed = speed.predicted_counts(result)
-        if done != tracks or failed:
-            speed.PROBLEMS.append(f"{label}: predicted {done} of {tracks}, {failed} failed")
-        results[label] = result
+        measure.log(f"beet cnngenre -f over {len(rows)} tracks, {label}, cold cache")
+        runs[label] = beets.run("cnngenre", "-f")
+        done, _, failed = library.counts(runs[label])
+        if done != len(rows) or failed:
+            PROBLEMS.append(f"{label}: predicted {done} of {len(rows)}, {failed} failed")
 
-    cold_run("loky, 2 workers")
+    cold("loky, 2 workers")
     for workers in (1, 2):
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster:
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
             beets.configure(backend="dask", dask_scheduler=cluster.scheduler_address)
-            speed.log(f"warming {workers} Dask worker(s) with a one-track run")
+            measure.log(f"warming {workers} Dask worker(s) with a one-track run")
             beets.clear_cache()
-            beets.run("cnngenre", "-f", warm_title)
-            cold_run(f"dask, {workers} worker{'s' if workers > 1 else ''}")
-    return results
+            beets.run("cnngenre", "-f", f"title:{rows[0]['title']}")
+            cold(f"dask, {workers} worker{'s' if workers > 1 else ''}")
+        beets.configure(backend="loky", dask_scheduler="")
+    return runs
 
 
-def row(label: str, runs: list, baseline: float | None = None) -> list:
-    walls = [r.wall for r in runs]
-    median = statistics.median(walls)
-    cells = [label, f"{median:.2f} s", ", ".join(f"{w:.2f}" for w in walls),
-             f"{statistics.median(r.cpu for r in runs):.2f} s"]
-    cells.append("—" if baseline is None else f"{median - baseline:+.2f} s")
-    return cells
+# ---------------------------------------------------------------- report
 
 
-def write_report(context: dict, imports: dict, decode: float, dask: dict, tracks: int) -> str:
-    counts = sorted({count for count, _ in imports})
-    import_rows = []
-    for count in counts:
-        base = statistics.median(r.wall for r in imports[(count, "auto off")])
-        import_rows += [row(f"{count} album{'s' if count > 1 else ''}, {name}", imports[(count, name)],
-                            None if name == "auto off" else base) for name in MODES]
-    overhead = {count: statistics.median(r.wall for r in imports[(count, "auto on")])
-                - statistics.median(r.wall for r in imports[(count, "auto off")]) for count in counts}
-    later = (overhead[counts[-1]] - overhead[counts[0]]) / (counts[-1] - counts[0]) if len(counts) > 1 else None
-    loky = dask["loky, 2 workers"]
-    dask_rows = [[label, f"{tracks / r.wall:.2f} tracks/s", f"{r.wall:.1f} s",
-                  f"{(tracks / r.wall) / (tracks / dask['dask, 1 worker'].wall):.2f} ×"]
-                 for label, r in dask.items()]
-    loads = [load[0] for load in speed.LOADS]
-    text = f"""# cnngenre: import overhead and Dask throughput
+def import_table(runs: dict) -> tuple[str, dict]:
+    rows, added = [], {}
+    for count in sorted({count for count, _ in runs}):
+        base = measure.median_wall(runs[(count, "auto off")])
+        for mode in MODES:
+            each = runs[(count, mode)]
+            median = measure.median_wall(each)
+            if mode == "auto on":
+                added[count] = median - base
+            rows.append([f"{count} album{'s' if count > 1 else ''}, {mode}", f"{median:.2f} s",
+                         ", ".join(f"{run.wall:.2f}" for run in each),
+                         f"{measure.median_run(each).cpu:.2f} s",
+                         "—" if mode == "auto off" else f"{median - base:+.2f} s",
+                         f"{max(run.other_cores for run in each):.2f}"])
+    return results.table(["import", "median wall", "each run (s)", "CPU (median run)", "added by auto on",
+                          "other load"], rows), added
 
-Written by `bench/scaleout.py`; every number below comes from the run it describes.
 
-- date: {context['date']}
-- machine: {speed.machine()}; Python {platform.python_version()}, torch {context['torch']}
-- load average (1 min) at start {loads[0]:.2f}, at end {loads[-1]:.2f}, highest seen {max(loads):.2f}
-- command: `{context['command']}`
-- code: {context['git']}
-- run wall time: {context['wall'] / 60:.1f} min
+def dask_table(runs: dict, tracks: int) -> str:
+    one = runs["dask, 1 worker"].rate(tracks)
+    rows = [[label, f"{run.rate(tracks):.2f} tracks/s", f"{run.wall:.1f} s", f"{run.rate(tracks) / one:.2f} ×",
+             f"{run.other_cores:.2f}"] for label, run in runs.items()]
+    return results.table(["backend", "throughput", "wall", "vs 1 Dask worker", "other load"], rows)
 
-## Tagging on import: one 10-track album
 
-First album: {context['album']} ({context['album_minutes']:.1f} min of audio, {context['album_formats']});
-the {counts[-1]}-album runs add the next albums of the library (10 tracks each).
-`beet import -A -q` into a fresh library, empty feature cache, default model, `jobs: 2`;
-{context['repeat']} rounds, the modes alternated within each round.
+def write_report(args, imports: dict, album_rows: list, dask: dict, tracks: int, busy: float) -> str:
+    command = shlex.join(["python", "bench/imports.py", *sys.argv[1:]])
+    table, added = import_table(imports)
+    counts = sorted(added)
+    further = ((added[counts[-1]] - added[counts[0]]) / (counts[-1] - counts[0])) if len(counts) > 1 else None
+    further_text = ("" if further is None else
+                    f"; each further album of the same session adds {further:.2f} s (model and workers stay loaded)")
+    body = f"""{results.context(command)}- {measure.load_summary()}; cores busy before the run: {busy:.2f}
+- this checkout only; `jobs: 2`, `device: cpu`, default model; the whole `beet` command is timed
 
-{speed.table(["import", "median wall", "each run (s)", "median CPU", "overhead vs auto off"], import_rows)}
+### Tagging on import
 
-Overhead of tagging on import (median wall, auto on − auto off): {overhead[counts[0]]:.2f} s for the
-first album (start-up: torch, the model, 2 workers that import torch and load musicnn, then the
-album's tracks){'' if later is None else f"; {later:.2f} s for each further album of the same import session (model and workers stay loaded)"}.
+The first album: {library.describe(album_rows)}; the {counts[-1]}-album session adds the next albums
+(10 tracks each). `beet import -A -q` into a fresh library with an empty feature cache, {args.repeats}
+round(s), the modes alternated within each round.
 
-Yardstick: decoding the excerpts the default model reads (4 × 3 s per track) from the album's
-10 tracks in one process takes {decode:.2f} s ({decode / 10 * 1000:.0f} ms per track).
+{table}
 
-## Dask: `beet cnngenre -f` over {tracks} tracks, cold feature cache
+Tagging on import adds {added[1]:.2f} s to the first album of a session (start-up: the model, 2 workers
+that load the numpy musicnn, then the album's tracks){further_text}.
 
-`backend: dask` with `dask_scheduler` set to a `distributed.LocalCluster` (worker processes, one
-thread each) started by the benchmark; workers warmed by a one-track run before each measured run
-(they import torch and load musicnn once, as on a long-lived cluster). The loky row is the default
-backend with `jobs: 2`, for reference. Wall time includes the `beet` process start-up.
+### Dask: `beet cnngenre -f` over {tracks} tracks, cold cache
 
-{speed.table(["backend", "throughput", "wall", "vs 1 Dask worker"], dask_rows)}
+`backend: dask` with `dask_scheduler` set to a `distributed.LocalCluster` (worker processes, one thread
+each) that the benchmark starts; the workers are warmed by a one-track run before the measured run (they
+load the network once, as on a long-lived cluster). The loky row is the default backend with `jobs: 2`.
 
-On this 2-core machine the Dask scheduler, its workers and the `beet` client share the two
-cores, so 2 Dask workers cannot double 1; the figure shows what a second worker process adds
-here, not how a cluster of separate machines scales.
-{speed._problems()}"""
-    speed.save_report(speed.RESULTS, text, "## Import and Dask")
-    return text
+{dask_table(dask, tracks)}
+
+On one 2-core machine the scheduler, its workers and `beet` share the cores: the figure shows what a
+second worker process adds here, not how a cluster of separate machines scales. The Dask workers are
+not descendants of `beet`, so their work shows in "other load" of the Dask rows.
+"""
+    warning = measure.quiet_enough(busy)
+    if warning:
+        PROBLEMS.append(warning)
+    if PROBLEMS:
+        body += "\n### Problems seen during the run\n\n" + "\n".join(f"- {p}" for p in PROBLEMS) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    results.write_section("## Import and Dask", body, args.out)
+    return body
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tracks", type=int, default=60, help="tracks of the Dask runs (default 60)")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of the import runs (default 3)")
-    parser.add_argument("--albums", type=int, default=3, help="albums of the longer import (default 3)")
-    parser.add_argument("--root", type=Path, default=speed.DEFAULT_ROOT)
-    args = parser.parse_args(argv)
-    started = time.perf_counter()
-    import torch
-
-    _, plan = speed.parse_args([])
-    rows = speed.build_library(args.root, plan, speed.build_bases(args.root, plan))
-    root = args.root / "run" / "scaleout"
-    album_rows = [r for r in rows if Path(r["path"]).parent == Path(rows[0]["path"]).parent]
-    album = Path(album_rows[0]["path"]).parent
-    albums = sorted({Path(r["path"]).parent for r in rows})[:args.albums]
-    state = speed.git_state()
-    speed.log(f"album {album}: {len(album_rows)} tracks")
-    imports = measure_import(root, albums, args.repeat)
-    decode = decode_album([r["path"] for r in album_rows])
-    dask = measure_dask(root, rows, args.tracks)
-    formats = {}
-    for r in album_rows:
-        formats[r["format"]] = formats.get(r["format"], 0) + 1
-    command = ["/work/venv/bin/python" if sys.executable.startswith("/work/venv") else sys.executable,
-               "bench/scaleout.py", *(argv if argv is not None else sys.argv[1:])]
-    context = {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "torch": torch.__version__,
-        "command": shlex.join(command), "git": state, "wall": time.perf_counter() - started,
-        "album": album.name, "album_minutes": sum(r["seconds"] for r in album_rows) / 60,
-        "album_formats": ", ".join(f"{c} {f.upper()}" for f, c in formats.items()), "repeat": args.repeat,
-    }
-    print(write_report(context, imports, decode, dask, args.tracks))
+    args = parse_args(argv)
+    busy = measure.busy_cores()
+    measure.log(f"{args.albums} albums, {args.repeats} rounds, {args.tracks} Dask tracks; cores busy now: {busy:.2f}")
+    run_root = args.root / "run" / "imports"
+    needed = max(args.tracks, args.albums * library.TRACKS_PER_ALBUM)
+    rows = library.place(library.full_length_library(needed, args.root), run_root / "music", "link")
+    folders = sorted({Path(row["path"]).parent for row in rows})[:args.albums]
+    tracks_of = [sum(1 for row in rows if Path(row["path"]).parent == folder) for folder in folders]
+    imports = measure_imports(folders, tracks_of, args.repeats, run_root)
+    dask = measure_dask(rows[:args.tracks], run_root)
+    album_rows = [row for row in rows if Path(row["path"]).parent == folders[0]]
+    print(write_report(args, imports, album_rows, dask, args.tracks, busy))
+    print(f"written to {args.out}", file=sys.stderr)
     return 0
 
 
