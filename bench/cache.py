@@ -174,7 +174,7 @@ def sequence_table(runs: dict) -> str:
             own = "—" if "itself" in label else f"{library.own_seconds(run):.1f} s"
             ratio = f"{speedup(runs[cold_label][name], run):.1f} ×" if warm else "—"
             cells += [f"{run.wall:.2f} s", own, ratio]
-        met = speedup(runs[cold_label]["after"], by_side["after"]) >= WARM_SPEEDUP
+        met = warm and speedup(runs[cold_label]["after"], by_side["after"]) >= WARM_SPEEDUP
         cells += [("**met**" if met else "**not met**") if warm else "—",
                   f"{max(run.other_cores for run in by_side.values()):.2f}"]
         rows.append(cells)
