@@ -245,19 +245,33 @@ def embeddings_both_ways(paths: list) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(by_torch).astype(np.float16), np.stack(by_numpy).astype(np.float16)
 
 
-def compare_networks() -> dict:
+def first_of_each_genre(rows: list, count: int | None) -> list:
+    """The first ``count`` rows of each genre (all rows when ``count`` is None)."""
+    if count is None:
+        return rows
+    kept, seen = [], {}
+    for row in rows:
+        seen[row["genre"]] = seen.get(row["genre"], 0) + 1
+        if seen[row["genre"]] <= count:
+            kept.append(row)
+    return kept
+
+
+def compare_networks(per_genre: int | None = None) -> dict:
     """The numpy network against the float32 torch port on gtzan-dev and jamendo.
 
     Returns the top-1 agreement of the shipped default model on either
     network's embeddings (all tracks), and the primary-genre accuracy of
     the default recipe's head trained out of fold on gtzan-dev (5
     artist-grouped folds, as the default model is trained) on each.
+    ``per_genre`` keeps only that many tracks of each genre (a quick check
+    of the code, not a figure).
     """
     from genre_cnn_core import DEFAULT_MODEL, GenreModel, TrainConfig
     from genre_cnn_core.backbones.musicnn import EMBEDDING_SIZE
     from genre_cnn_core.linear_head import train_linear_head
 
-    gtzan, jamendo = library.read_labels("gtzan-dev"), library.read_labels("jamendo")
+    gtzan, jamendo = (first_of_each_genre(library.read_labels(name), per_genre) for name in ("gtzan-dev", "jamendo"))
     measure.log(f"embedding {len(gtzan) + len(jamendo)} tracks of gtzan-dev and jamendo with both networks")
     by_torch, by_numpy = embeddings_both_ways([library.DATA / row["path"] for row in gtzan + jamendo])
     model = GenreModel.load(DEFAULT_MODEL)
@@ -485,7 +499,7 @@ def main(argv=None) -> int:
             for auto in (False, True):
                 import_album(side, album, album_tracks, auto, run_root / "import" / f"{side.name}-{auto}-{number}")
     scratch = measure_scratch(sides["after"], len(rows))
-    networks = {} if args.no_networks else compare_networks()
+    networks = {} if args.no_networks else compare_networks(3 if args.quick else None)
     script_output = None if args.no_networks or args.quick else check_networks_script()
     print(write_report(args, sides, floors, rows, scratch, networks, script_output, busy))
     print(f"written to {args.out}", file=sys.stderr)
