@@ -391,7 +391,7 @@ def figures_table(sides: dict, floors: list, tracks: int, scratch: Scratch, netw
 
 def runs_table(sides: dict, floors: list, tracks: int) -> str:
     """Every run's wall time, in the order they ran, so drift between rounds shows."""
-    rows = [["floor", ", ".join(f"{run.wall:.1f}" for run in floors), ""]]
+    rows = [["floor", ", ".join(f"{run.wall:.2f}" for run in floors), ", ".join(f"{run.cpu:.1f}" for run in floors)]]
     for name, side in sides.items():
         for label, runs in (("cold", side.cold), ("warm", side.warm), ("skip-all", side.skip),
                             ("one track", side.one), *((f"import, {mode}", imports)
