@@ -202,7 +202,7 @@ def build_track(recipe: Recipe, folder: Path) -> dict:
     """Render, encode and tag one track under a temporary name, then rename it into place."""
     final = track_path(recipe, folder)
     final.parent.mkdir(parents=True, exist_ok=True)
-    temp = final.with_name(f".tmp-{final.name}")
+    temp = final.with_name(f".tmp-{os.getpid()}-{final.name}")  # two builds at once each write their own
     encode(render(recipe), temp, recipe.format)
     tag_file(temp, {"title": f"{recipe.title} {recipe.genre}", "artist": recipe.artist, "genre": recipe.genre,
                     "album": f"cnnbench {recipe.album}", "albumartist": "cnnbench",
@@ -250,7 +250,7 @@ def full_length_library(count: int, root: Path = ROOT) -> list[dict]:
             joblib.delayed(build_track)(recipe(index, jamendo, gtzan), folder) for index in missing)
         rows.update((row["index"], row) for row in built)
         manifest = {"version": BUILD_VERSION, "tracks": [rows[index] for index in sorted(rows)]}
-        temp = folder / ".manifest.tmp"
+        temp = folder / f".manifest-{os.getpid()}.tmp"
         temp.write_text(json.dumps(manifest, indent=1))
         os.replace(temp, folder / "manifest.json")
     return [rows[index] for index in range(count)]
