@@ -238,17 +238,19 @@ def full_length_library(count: int, root: Path = ROOT) -> list[dict]:
     folder = root / f"tracks-v{BUILD_VERSION}"
     folder.mkdir(parents=True, exist_ok=True)
     rows = _load_manifest(folder)
+    listed = set(rows)
     jamendo, gtzan = read_labels("jamendo"), read_labels("gtzan-dev")
-    for index in range(count):  # tracks of a build that stopped before its manifest (each one is whole)
-        built = track_path(recipe(index, jamendo, gtzan), folder)
-        if index not in rows and built.exists():
-            rows[index] = track_row(recipe(index, jamendo, gtzan), built)
-    missing = [index for index in range(count) if index not in rows]
+    recipes = {index: recipe(index, jamendo, gtzan) for index in range(count)}
+    for index, planned in recipes.items():  # a build stopped before its manifest left whole files (renamed last)
+        if index not in rows and track_path(planned, folder).exists():
+            rows[index] = track_row(planned, track_path(planned, folder))
+    missing = [index for index in recipes if index not in rows]
     if missing:
         measure.log(f"building {len(missing)} full-length tracks in {folder} (once; later runs reuse them)")
-        built = joblib.Parallel(n_jobs=WORKERS)(
-            joblib.delayed(build_track)(recipe(index, jamendo, gtzan), folder) for index in missing)
+        built = joblib.Parallel(n_jobs=WORKERS)(joblib.delayed(build_track)(recipes[index], folder)
+                                                for index in missing)
         rows.update((row["index"], row) for row in built)
+    if set(rows) != listed:
         manifest = {"version": BUILD_VERSION, "tracks": [rows[index] for index in sorted(rows)]}
         temp = folder / f".manifest-{os.getpid()}.tmp"
         temp.write_text(json.dumps(manifest, indent=1))
