@@ -364,11 +364,11 @@ class Beets:
         return self
 
     def env(self) -> dict:
-        paths = [str(self.probe)] if self.probe else []
-        env = {**os.environ, "BEETSDIR": str(self.home), "PYTHONPATH": os.pathsep.join([*paths, str(self.code)])}
-        if self.probe:
-            env["CNNGENRE_BENCH_PROBE"] = str(self.probe / "records")
-        return env
+        """This process's environment with ``BEETSDIR``, the code first on ``PYTHONPATH``, and the probe."""
+        probe = measure.probe_env(self.probe) if self.probe else {}
+        paths = [probe.pop("PYTHONPATH")] if probe else []
+        return {**os.environ, **probe, "BEETSDIR": str(self.home),
+                "PYTHONPATH": os.pathsep.join([*paths, str(self.code)])}
 
     def run(self, *args, check: bool = True) -> measure.Measured:
         """``beet ARGS``, measured; raises on a non-zero exit when ``check``."""

@@ -195,7 +195,7 @@ atexit.register(_record)
 
 
 def module_probe(folder: Path) -> dict:
-    """Environment variables that make every Python process started with them record its modules.
+    """Make ``folder`` a probe; the environment variables (:func:`probe_env`) that turn it on.
 
     A ``sitecustomize`` module in ``folder`` (put first on ``PYTHONPATH``;
     no other ``sitecustomize`` is installed in the venv) writes, at exit,
@@ -204,6 +204,11 @@ def module_probe(folder: Path) -> dict:
     """
     (folder / "records").mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(_PROBE)
+    return probe_env(folder)
+
+
+def probe_env(folder: Path) -> dict:
+    """Environment variables under which every Python process records its modules in probe ``folder``."""
     return {"PYTHONPATH": str(folder), "CNNGENRE_BENCH_PROBE": str(folder / "records")}
 
 
