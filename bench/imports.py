@@ -100,9 +100,9 @@ def measure_dask(rows: list, root: Path) -> dict:
         beets.clear_cache()
         measure.log(f"beet cnngenre -f over {len(rows)} tracks, {label}, cold cache")
         runs[label] = beets.run("cnngenre", "-f")
-        done, _, failed = library.counts(runs[label])
-        if done != len(rows) or failed:
-            PROBLEMS.append(f"{label}: predicted {done} of {len(rows)}, {failed} failed")
+        problem = library.unexpected(runs[label], len(rows))
+        if problem:
+            PROBLEMS.append(f"{label}: {problem}")
 
     cold("loky, 2 workers")
     for workers in (1, 2):

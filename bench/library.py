@@ -432,3 +432,13 @@ def own_seconds(result: measure.Measured) -> float:
     """The seconds ``beet cnngenre`` says it took (its summary line): from loading the model to the summary,
     without the start-up of Python, beets and the plugin before it."""
     return float(_summary(result).group(4))
+
+
+def unexpected(result: measure.Measured, predicted: int, skipped: int = 0) -> str | None:
+    """What is wrong with a ``beet cnngenre`` run that should have predicted and skipped so many, or None."""
+    done, passed, failed = counts(result)
+    if (done, passed, failed) == (predicted, skipped, 0):
+        return None
+    return (f"predicted {done}, skipped {passed}, failed {failed} (expected {predicted}, {skipped}, 0): "
+            f"{result.stderr[-300:]}")
+
