@@ -82,6 +82,29 @@ class TestAlbumFields(AlbumHelper):
         assert self.lib.get_album(beats.id).cnn_genre
 
 
+    def test_a_track_added_to_a_predicted_album_is_predicted_and_a_rerun_stores_nothing(
+            self, album_tracks, scratch_model_path, capsys, monkeypatch):
+        self.config["cnngenre"]["model"] = scratch_model_path
+        album = self.add_album("Beats", album_tracks["Beats"][:3])
+        self.run_command("cnngenre", "-a", "-j", "1")
+        assert self.lib.get_album(album.id).cnn_model
+        # the new track has no cnn_model of its own; its album's must not count as the track's
+        late = Item.from_path(str(album_tracks["Beats"][3]))
+        late.update({"album": "Beats", "albumartist": "Beats Artist", "track": 4, "album_id": album.id})
+        self.lib.add(late)
+        capsys.readouterr()
+        self.run_command("cnngenre", "-j", "1")
+        assert "predicted 1, skipped 3" in capsys.readouterr().out
+        assert self.lib.get_item(late.id).get("cnn_model", with_album=False)
+
+        from beetsplug.cnngenre import storage
+        stored = []
+        monkeypatch.setattr(storage.Batch, "store_album", lambda self, album, values: stored.append(album.id))
+        self.run_command("cnngenre", "-j", "1")
+        assert "predicted 0, skipped 4" in capsys.readouterr().out
+        assert stored == []
+
+
 class TestSortingIntoGenreFolders(AlbumHelper):
     def test_every_album_lands_in_one_folder_singletons_and_compilations_by_their_own(
             self, album_tracks, library_files, scratch_model_path):

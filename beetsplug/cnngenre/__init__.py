@@ -28,7 +28,7 @@ from beets.ui import Subcommand, should_write
 from .fields import album_fields, applied_genres, item_fields, media_fields, sort_genre, spellings
 from .report import Report, label
 from .settings import DEFAULTS, Settings, read_settings
-from .storage import Batch, all_or_nothing
+from .storage import Batch, all_or_nothing, holds
 
 
 class Interrupted(KeyboardInterrupt):
@@ -367,11 +367,14 @@ class CnnGenrePlugin(BeetsPlugin):
         model = self.model(settings)
         model_id = model.model_id
         items = [item for album in objects for item in album.items()] if albums else list(objects)
+        def own(item, name):  # the item's own field: a missing one must not look the album up
+            return item.get(name, with_album=False)
+
         todo = [item for item in items if settings.force or
-                (item.get("cnn_model") != model_id and not item.get("cnn_error"))]
+                (own(item, "cnn_model") != model_id and not own(item, "cnn_error"))]
         skipped = len(items) - len(todo)
-        crashed = sum(1 for item in items if item.get("cnn_error") and not settings.force
-                      and item.get("cnn_model") != model_id)
+        crashed = sum(1 for item in items if own(item, "cnn_error") and not settings.force
+                      and own(item, "cnn_model") != model_id)
         taxonomy = self.taxonomy(settings) if settings.parents or settings.canonical else None
         spelled = spellings(model, taxonomy)
         report = Report(pretend=pretend, quiet=quiet)
@@ -395,7 +398,7 @@ class CnnGenrePlugin(BeetsPlugin):
                             batch.add(item, {"cnn_error": result.reason[:200]})
                         continue
                     values = item_fields(result, model_id, settings, taxonomy)
-                    if item.get("cnn_error"):
+                    if own(item, "cnn_error"):
                         values["cnn_error"] = None  # decoded this time: no longer skipped
                     if settings.apply_genres and not albums:
                         values.update(applied_genres(item, values, settings, spelled))
@@ -405,7 +408,7 @@ class CnnGenrePlugin(BeetsPlugin):
                         batch.add(item, values)
             batch.flush()
             if write and not pretend and not defer_writes:
-                batch.write_pending([item for item in items if item.get("cnn_write_pending")])
+                batch.write_pending([item for item in items if own(item, "cnn_write_pending")])
             touched = objects if albums else _albums_of(lib, items)
             for album in touched:
                 values = album_fields(album, model_id, settings, fresh, taxonomy)
@@ -414,7 +417,7 @@ class CnnGenrePlugin(BeetsPlugin):
                 if settings.apply_genres and albums:
                     values.update(applied_genres(album, values, settings, spelled))
                 report.change(album, values)
-                if not pretend:
+                if not pretend and not holds(album, values):
                     batch.store_album(album, values)
         except KeyboardInterrupt:
             batch.flush()
@@ -532,7 +535,7 @@ class CnnGenrePlugin(BeetsPlugin):
     def write_after_import(self, session, task):
         """Write the tags once the files are in place: as-is imports write none by themselves; other
         imports have just written every tag, ours included."""
-        pending = [item for item in task.imported_items() if item.get("cnn_write_pending")]
+        pending = [item for item in task.imported_items() if item.get("cnn_write_pending", with_album=False)]
         if not pending or not config["import"]["write"].get(bool):
             return
         try:

@@ -63,9 +63,13 @@ def album_fields(album, model_id: str, settings, fresh: dict | None = None, taxo
     from genre_cnn_core import album_probabilities
 
     fresh = fresh or {}
-    tracks = [parse_scores(values.get("cnn_scores")) for values in
-              (fresh.get(item.id) or dict(item) for item in album.items()) if values.get("cnn_model") == model_id]
-    tracks = [t for t in tracks if t]
+    tracks = []
+    for item in album.items():
+        values = fresh.get(item.id)
+        if values is None:  # two fields, not dict(item): that reads every field and the album's, per item
+            values = {name: item.get(name, with_album=False) for name in ("cnn_model", "cnn_scores")}
+        if values.get("cnn_model") == model_id and (scores := parse_scores(values.get("cnn_scores"))):
+            tracks.append(scores)
     if not tracks:
         return None
     genres = sorted({g for t in tracks for g in t})

@@ -87,6 +87,13 @@ class Batch:
                     item.store()
 
 
+def holds(obj, values: dict) -> bool:
+    """Whether ``obj`` already holds every one of ``values`` (a rerun that changes nothing stores nothing)."""
+    def same(old, new):
+        return (list(old) if isinstance(old, (list, tuple)) else old) == new
+    return all(same(obj.get(name), value) for name, value in values.items())
+
+
 def _assign(obj, values: dict) -> None:
     """Set fields on an item or album; None removes a field."""
     for name, value in values.items():
@@ -102,10 +109,10 @@ def _tags_change(values: dict) -> bool:
 
 def _tag_assigner(item):
     """Sets the file tags cnngenre owns (and ``genres`` when it applied them) on a MediaFile."""
-    def assign(media):
-        media.cnn_genre = item.get("cnn_genre")
-        media.cnn_genre_score = item.get("cnn_genre_score")
-        if item.get("cnn_applied"):
+    def assign(media):  # the track's own prediction, never its album's
+        media.cnn_genre = item.get("cnn_genre", with_album=False)
+        media.cnn_genre_score = item.get("cnn_genre_score", with_album=False)
+        if item.get("cnn_applied", with_album=False):
             media.genres = list(item.genres)
     return assign
 
