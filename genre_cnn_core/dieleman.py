@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .dieleman_numpy import DEFAULT_ARCHITECTURE, sliding_windows
+
 
 class GlobalPooling(nn.Module):
     """Mean, max and L2 norm over time, concatenated: ``(B, C, T) -> (B, 3C)``."""
@@ -43,8 +45,10 @@ class ScratchNetwork(nn.Module):
         slides windows of this length over each excerpt.
     """
 
-    def __init__(self, n_mels, n_genres, channels=(128, 128, 256), kernel_size=4, pools=(4, 2), hidden=256,
-                 dropout=0.5, window_frames=187):
+    def __init__(self, n_mels, n_genres, channels=DEFAULT_ARCHITECTURE["channels"],
+                 kernel_size=DEFAULT_ARCHITECTURE["kernel_size"], pools=DEFAULT_ARCHITECTURE["pools"],
+                 hidden=DEFAULT_ARCHITECTURE["hidden"], dropout=DEFAULT_ARCHITECTURE["dropout"],
+                 window_frames=DEFAULT_ARCHITECTURE["window_frames"]):
         super().__init__()
         layers: list[nn.Module] = [nn.BatchNorm1d(n_mels)]  # learns per-band scaling
         previous = n_mels
@@ -63,17 +67,9 @@ class ScratchNetwork(nn.Module):
         return self.head(self.pool(self.blocks(x)))
 
 
-def sliding_windows(spectrograms: np.ndarray, width: int) -> np.ndarray:
-    """Half-overlapping windows of ``width`` frames from ``(E, M, T)`` excerpts."""
-    frames = spectrograms.shape[-1]
-    if frames <= width:
-        return spectrograms[:, :, :width]
-    starts = range(0, frames - width + 1, width // 2)
-    return np.concatenate([spectrograms[:, :, s:s + width] for s in starts])
-
-
 def track_logits(network: ScratchNetwork, features: list, device: str = "cpu") -> np.ndarray:
-    """Genre logits per track: the mean over the windows of its excerpts.
+    """Genre logits per track: the mean over the windows of its excerpts (on a GPU; the CPU runs
+    :class:`genre_cnn_core.dieleman_numpy.DielemanNumpy`).
 
     The mean logit (not the mean probability) keeps the calibration, fitted
     on these same track logits, meaningful.

@@ -268,7 +268,7 @@ class ScratchBackbone(Backbone):
     default_settings = FeatureSettings(excerpt_seconds=10.0, n_excerpts=3)
 
     def __init__(self):
-        self._network = None  # (weights, network) of the weights last run
+        self._network = None  # (weights, on the CPU, network) of the weights last run
 
     def extractor(self, settings, device="cpu"):
         return LogMelExtractor(settings, device)
@@ -276,35 +276,43 @@ class ScratchBackbone(Backbone):
     def train(self, features, targets, strata, groups, settings, config, log):
         return train_scratch(features, targets, strata, groups, settings, config, log)
 
-    def network(self, weights: dict, architecture: dict):
-        """The torch network of these weights (built once per set of weights)."""
-        if self._network is None or self._network[0] is not weights:
-            import torch
+    def network(self, weights: dict, architecture: dict, device: str = "cpu"):
+        """The network of these weights, built once per set of weights: numpy on the CPU, torch elsewhere."""
+        if self._network is None or self._network[0] is not weights or self._network[1] != (device == "cpu"):
+            if device == "cpu":
+                from ..dieleman_numpy import DielemanNumpy
 
-            from ..dieleman import ScratchNetwork
+                network = DielemanNumpy(weights, architecture)
+            else:
+                import torch
 
-            network = ScratchNetwork(**architecture)
-            network.load_state_dict({name: torch.from_numpy(np.array(value)) for name, value in weights.items()})
-            self._network = (weights, network.eval())
-        return self._network[1]
+                from ..dieleman import ScratchNetwork
+
+                network = ScratchNetwork(**architecture)
+                network.load_state_dict({name: torch.from_numpy(np.array(value)) for name, value in weights.items()})
+                network.eval()
+            self._network = (weights, device == "cpu", network)
+        return self._network[2]
 
     def logits(self, weights, architecture, features, device="cpu"):
+        network = self.network(weights, architecture, device)
+        if device == "cpu":
+            return network.track_logits(features)
         from ..dieleman import track_logits
 
-        return track_logits(self.network(weights, architecture), features, device)
+        return track_logits(network, features, device)
 
     def check_weights(self, weights, architecture, n_genres):
-        from ..dieleman import ScratchNetwork
+        from ..dieleman_numpy import state_shapes
 
         if architecture.get("n_genres") != n_genres:
             raise ValueError(f"network has {architecture.get('n_genres')} outputs for {n_genres} genres")
         try:
-            expected = ScratchNetwork(**architecture).state_dict()
-        except (TypeError, ValueError, RuntimeError) as error:
+            expected = state_shapes(architecture)
+        except (TypeError, ValueError) as error:
             raise ValueError(f"network architecture cannot be built: {error}") from None
         if set(expected) != set(weights):
             raise ValueError("network weights do not match its architecture (different layers)")
-        for name, tensor in expected.items():
-            if tuple(tensor.shape) != weights[name].shape:
-                raise ValueError(f"network weight {name} has shape {weights[name].shape}, "
-                                 f"expected {tuple(tensor.shape)}")
+        for name, shape in expected.items():
+            if shape != weights[name].shape:
+                raise ValueError(f"network weight {name} has shape {weights[name].shape}, expected {shape}")
