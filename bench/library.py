@@ -191,7 +191,7 @@ def track_row(recipe: Recipe, path: Path) -> dict:
     """What the benchmarks know of a built track (one manifest row)."""
     return {"index": recipe.index, "path": str(path), "format": recipe.format, "title": recipe.title,
             "album": recipe.album, "genre": recipe.genre, "seconds": recipe.seconds,
-            "bytes": path.stat().st_size}
+            "bytes": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns}
 
 
 def track_path(recipe: Recipe, folder: Path) -> Path:
@@ -222,8 +222,16 @@ def _load_manifest(folder: Path) -> dict:
         return {}
     if saved.get("version") != BUILD_VERSION:
         return {}
-    return {row["index"]: row for row in saved["tracks"]
-            if os.path.exists(row["path"]) and os.path.getsize(row["path"]) == row["bytes"]}
+    return {row["index"]: row for row in saved["tracks"] if _unchanged(row)}
+
+
+def _unchanged(row: dict) -> bool:
+    """Whether a built track is still as built: a tag written in place (through a hard link) keeps the size."""
+    try:
+        stat = os.stat(row["path"])
+    except OSError:
+        return False
+    return stat.st_size == row["bytes"] and stat.st_mtime_ns == row.get("mtime_ns", stat.st_mtime_ns)
 
 
 def full_length_library(count: int, root: Path = ROOT) -> list[dict]:

@@ -118,7 +118,10 @@ def run(command: list, env: dict | None = None, cwd: Path | None = None) -> Meas
     command : list
         The program and its arguments (paths are turned into strings).
     env : dict, optional
-        The whole environment of the command (default: this process's).
+        The whole environment of the command (default: this process's), less
+        ``PYTHONDONTWRITEBYTECODE``: commands run as an installed package
+        does, from bytecode cached on first use (pip compiles it at install),
+        not compiling their modules on every run.
     cwd : Path, optional
 
     Returns
@@ -132,6 +135,8 @@ def run(command: list, env: dict | None = None, cwd: Path | None = None) -> Meas
     less than a poll is missed) and the resource usage of reaped
     descendants (a worker its parent never waited for is missed).
     """
+    env = {name: value for name, value in (os.environ if env is None else env).items()
+           if name != "PYTHONDONTWRITEBYTECODE"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy_before = busy_cpu_seconds()
     start = time.perf_counter()

@@ -1,0 +1,252 @@
+#!/usr/bin/env python
+"""What one musicnn forward pass costs on the CPU, lever by lever: the ``## Forward pass`` section of
+``bench/RESULTS.md``.
+
+Usage (from the repository root)::
+
+    python bench/forward.py [--clips 40] [--repeats 5]
+
+The issue's levers, each on the same real patches (4 × 3 s log-mel patches of
+``--clips`` gtzan-dev clips, one per track as the product reads them):
+
+- round 1's float32 torch network (``musicnn.load_pretrained``), its CPU path;
+- the same graph with plain convolutions, frozen by TorchScript (``torch.jit.freeze``
+  folds batch norm into the convolutions) and, when installed (``pip install onnxruntime onnx``;
+  not a dependency of the product), run by ONNX Runtime in float32 and after its dynamic int8
+  quantisation;
+- torch's dynamic int8 quantisation of the dense layers;
+- the numpy network with every filter, and with the filters training left dead pruned
+  (the shipped CPU path).
+
+Every lever runs in this process with one thread (each worker of the product has one),
+on batches of 16 patches (4 tracks); the figure is the median over ``--repeats``
+passes of milliseconds per patch. Predictions: the shipped default model's top-1 genre on
+each lever's per-track embeddings against the float32 torch network's, and the largest
+difference of a tag probability. Finally the thread count: one pass of the shipped
+network with 1 and with 2 threads, on an idle machine and with one core kept busy by
+another process (what a second worker does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import results
+
+BATCH = 16
+
+
+def spin(stop) -> None:
+    """Keep one core busy until ``stop`` is set (another worker's load)."""
+    while not stop.is_set():
+        pass
+
+
+def patches_of(paths: list) -> np.ndarray:
+    """``(tracks, 4, 187, 96)`` log-mel patches, as the default backbone reads each track."""
+    from genre_cnn_core import get_backbone, musicnn_numpy
+    from genre_cnn_core.features import fixed_frames, track_log_mels
+
+    settings = get_backbone("musicnn").default_settings
+    return np.stack([np.stack([fixed_frames(s, musicnn_numpy.PATCH_FRAMES).T for s in track_log_mels(p, settings)])
+                     for p in paths]).astype(np.float32)
+
+
+@contextlib.contextmanager
+def plain_convolutions():
+    """Round 1's network with its CPU path's chunked convolution (Python loops) swapped for ``conv2d``,
+    while a graph of it is traced or exported."""
+    import torch.nn.functional as F
+
+    from genre_cnn_core import musicnn
+
+    chunked = musicnn._conv_freq_max_cpu
+    musicnn._conv_freq_max_cpu = lambda x, weight: F.conv2d(x.unsqueeze(1), weight).amax(dim=3).transpose(1, 2)
+    try:
+        yield
+    finally:
+        musicnn._conv_freq_max_cpu = chunked
+
+
+def embedding_of(mean_pool, max_pool, logits) -> np.ndarray:
+    """The embedding ``MusicnnExtractor`` keeps, from one pass's outputs."""
+    return np.concatenate([mean_pool, max_pool, 1 / (1 + np.exp(-logits))], axis=1)
+
+
+def levers(folder: Path) -> tuple[dict, dict]:
+    """Each lever's batch function (patches in, embeddings out), and why the ones left out were."""
+    import torch
+
+    from genre_cnn_core import musicnn, musicnn_numpy
+
+    torch.set_num_threads(1)
+    reference = musicnn.load_pretrained()
+
+    def run_torch(network):
+        def forward(x):
+            with torch.inference_mode():
+                out = network(torch.from_numpy(x))
+            return embedding_of(out.mean_pool.numpy(), out.max_pool.numpy(), out.logits.numpy())
+        return forward
+
+    found, missing = {"torch float32 (round 1's network)": run_torch(reference)}, {}
+    quantised = torch.ao.quantization.quantize_dynamic(musicnn.load_pretrained(), {torch.nn.Linear},
+                                                       dtype=torch.qint8)
+    found["torch, dense layers dynamic int8"] = run_torch(quantised)
+
+    example = torch.zeros(BATCH, 187, 96)
+    with plain_convolutions(), torch.inference_mode():
+        traced = torch.jit.freeze(torch.jit.trace(reference, example, strict=False).eval())
+
+    def run_traced(x):
+        with torch.inference_mode():
+            logits, mean_pool, max_pool, _ = traced(torch.from_numpy(x))
+        return embedding_of(mean_pool.numpy(), max_pool.numpy(), logits.numpy())
+    found["TorchScript frozen (batch norm folded), conv2d"] = run_traced
+
+    try:
+        import onnxruntime
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as error:
+        missing["ONNX Runtime"] = f"not installed ({error})"
+    else:
+        model_path, int8_path = folder / "musicnn.onnx", folder / "musicnn-int8.onnx"
+        with plain_convolutions(), contextlib.redirect_stdout(io.StringIO()):  # the exporter prints the graph
+            torch.onnx.export(reference, (example,), str(model_path), dynamo=False, input_names=["x"],
+                              output_names=["logits", "mean_pool", "max_pool", "penultimate"],
+                              dynamic_axes={"x": {0: "batch"}})
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_dynamic(str(model_path), str(int8_path), weight_type=QuantType.QInt8)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+
+        def run_onnx(path):
+            session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+            def forward(x):
+                logits, mean_pool, max_pool, _ = session.run(None, {"x": x})
+                return embedding_of(mean_pool, max_pool, logits)
+            return forward
+        found["ONNX Runtime float32, conv2d"] = run_onnx(model_path)
+        found["ONNX Runtime dynamic int8, conv2d"] = run_onnx(int8_path)
+
+    found["numpy, every filter"] = musicnn_numpy.load_pretrained(dead_gain=0.0).embed
+    found["numpy, dead filters pruned (shipped)"] = musicnn_numpy.load_pretrained().embed
+    return found, missing
+
+
+def per_patch_ms(forward, patches: np.ndarray, repeats: int) -> float:
+    """Median over ``repeats`` passes over all patches, in batches of :data:`BATCH`, ms per patch."""
+    flat = patches.reshape(-1, *patches.shape[2:])
+    forward(flat[:BATCH])  # first call: allocations, lazy initialisation
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for start in range(0, len(flat), BATCH):
+            forward(flat[start:start + BATCH])
+        times.append((time.perf_counter() - started) * 1000 / len(flat))
+    return statistics.median(times)
+
+
+def track_embeddings(forward, patches: np.ndarray) -> np.ndarray:
+    """Per-track embeddings (mean over its patches), float16 as the cache keeps them."""
+    flat = patches.reshape(-1, *patches.shape[2:])
+    per_patch = np.concatenate([forward(flat[s:s + BATCH]) for s in range(0, len(flat), BATCH)])
+    return per_patch.reshape(len(patches), patches.shape[1], -1).mean(1).astype(np.float16)
+
+
+def threads_ms(forward, patches: np.ndarray, threads: int, busy_core: bool, repeats: int) -> float:
+    """ms per patch of ``forward`` with ``threads`` BLAS threads, another process spinning or not."""
+    from threadpoolctl import threadpool_limits
+
+    stop = multiprocessing.Event()
+    spinner = multiprocessing.Process(target=spin, args=(stop,)) if busy_core else None
+    if spinner:
+        spinner.start()
+        time.sleep(0.5)
+    try:
+        with threadpool_limits(limits=threads):
+            return per_patch_ms(forward, patches, repeats)
+    finally:
+        stop.set()
+        if spinner:
+            spinner.join()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=int, default=40, help="gtzan-dev clips (4 patches each; default 40)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes per lever (default 5)")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+
+    from threadpoolctl import threadpool_limits
+
+    from genre_cnn_core import DEFAULT_MODEL, GenreModel
+
+    tracks = datasets.load_gtzan()
+    chosen = [tracks[i] for i in np.linspace(0, len(tracks) - 1, min(args.clips, len(tracks))).astype(int)]
+    patches = patches_of([t.path for t in chosen])
+    model = GenreModel.load(str(DEFAULT_MODEL))
+    print(f"{len(chosen)} clips, {patches.shape[0] * patches.shape[1]} patches")
+
+    with tempfile.TemporaryDirectory() as folder:
+        found, missing = levers(Path(folder))
+        reference_name = next(iter(found))
+        reference = track_embeddings(found[reference_name], patches)
+        reference_top = model.predict_proba(list(reference)).argmax(1)
+        rows, speeds = [], {}
+        for name, forward in found.items():
+            with threadpool_limits(limits=1):
+                ms = speeds[name] = per_patch_ms(forward, patches, args.repeats)
+            embeddings = track_embeddings(forward, patches)
+            agreement = float(np.mean(model.predict_proba(list(embeddings)).argmax(1) == reference_top))
+            tag_diff = float(np.abs(embeddings[:, -50:].astype(np.float32) - reference[:, -50:]).max())
+            rows.append([name, f"{ms:.1f} ms", f"{speeds[reference_name] / ms:.2f} ×", f"{agreement:.1%}",
+                         f"{tag_diff:.1e}"])
+            print(rows[-1])
+        rows += [[name, "not measured", "", "", why] for name, why in missing.items()]
+
+        shipped = found["numpy, dead filters pruned (shipped)"]
+        thread_rows = []
+        for busy_core in (False, True):
+            one, two = (threads_ms(shipped, patches, n, busy_core, args.repeats) for n in (1, 2))
+            thread_rows.append(["one core busy with another process" if busy_core else "idle",
+                                f"{one:.1f} ms", f"{two:.1f} ms", f"{two / one:.2f} ×"])
+            print(thread_rows[-1])
+
+    minutes = (time.perf_counter() - started) / 60
+    body = (results.context(f"python bench/forward.py --clips {args.clips} --repeats {args.repeats}")
+            + f"- wall time: {minutes:.1f} min; {load_now()}\n\n"
+            f"{len(chosen)} gtzan-dev clips, 4 patches of 3 s each ({patches.shape[0] * patches.shape[1]} "
+            f"patches); one process, one thread, batches of {BATCH} patches; median of {args.repeats} passes. "
+            "\"top-1 same\": the default model's primary genre on the lever's per-track embeddings (float16, as "
+            "cached) equals the one on the float32 torch network's; \"tag diff\": the largest difference of a "
+            "tag probability.\n\n"
+            + results.table(["lever", "per patch", "vs round 1", "top-1 same", "tag diff"], rows)
+            + "\n\nThe shipped network (numpy, dead filters pruned), 1 against 2 BLAS threads:\n\n"
+            + results.table(["machine", "1 thread", "2 threads", "2 ÷ 1"], thread_rows)
+            + "\n\nThe product runs one BLAS thread per worker (`runtime.compute_threads`), one worker per "
+            "core.\n")
+    results.write_section("## Forward pass", body)
+    print(f"wrote the ## Forward pass section of {results.RESULTS}")
+
+
+def load_now() -> str:
+    """The load average at the end, to judge the figures by."""
+    one, five, _ = os.getloadavg()
+    return f"load average at the end {one:.2f} (1 min), {five:.2f} (5 min)"
+
+
+if __name__ == "__main__":
+    main()
