@@ -221,10 +221,12 @@ def render(tracks: list, outcomes: list, single_artist: set, learnable: list, pl
         "head that never heard their artist). Not judged: items of genres the model does not learn "
         f"({outcomes[0].summary['not_judged']}); they count as not flagged.",
         "",
-        f"{', '.join(sorted(single_artist)) or 'No genre'} is played by one artist only: its held-out "
-        "predictions come from heads that never heard the genre, so its correctly tagged items are flagged "
-        "whatever the threshold. The columns \"false alarms\" (in brackets: of such a genre) and \"without "
-        "single-artist genres\" separate them.",
+        f"{', '.join(sorted(single_artist)) or 'No genre'} is played by one artist only. A track is never "
+        "judged by a held-out head that did not learn its genre (the model records which genres each fold's "
+        "head learned), but when planted labels give such a genre a second artist, the folds that hold the real "
+        "artist out learn the genre from the planted tracks alone, and the real artist's correctly tagged items "
+        "are flagged. The columns \"false alarms\" (in brackets: of such a genre) and \"without single-artist "
+        "genres\" separate them.",
         "",
         f"At the default threshold ({threshold:g}), seeds {seeds}:",
         "",
