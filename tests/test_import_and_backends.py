@@ -82,6 +82,19 @@ class TestAutoOff(ImportHookHelper):
         self.setup_importer(autotag=False, copy=False).run()
         assert not any(item.get("cnn_model") for item in self.lib.items())
 
+    def test_importing_stores_no_empty_prediction_and_reads_none_back(self, library_files, tmp_path):
+        [untagged, tagged] = self.copy_files(library_files[:2], "album")
+        media = mediafile.MediaFile(tagged)
+        media.cnn_genre, media.cnn_genre_score = "jazz", 0.9  # as a run of cnngenre with -w leaves a file
+        media.save()
+        self.setup_importer(autotag=False, copy=False).run()
+        items = list(self.lib.items())
+        assert len(items) == 2
+        for item in items:  # neither an empty "prediction" (0.0, '') nor the file's old one, without its model
+            assert "cnn_genre_score" not in item.keys(with_album=False)
+            assert "cnn_genre" not in item.keys(with_album=False)
+        assert not list(self.lib.items("cnn_genre_score:..0.4"))
+
 
 def test_forced_cpu_and_threading_backend_match_loky(scratch_model_path, library_files):
     model = GenreModel.load(scratch_model_path)

@@ -66,9 +66,12 @@ class CnnGenrePlugin(BeetsPlugin):
         self._said = set()
         self._import_disabled = False
         self.template_fields["cnn_sort_genre"] = sort_genre
+        # Known to MediaFile, so cnngenre's own writer can set them, but not to beets' item.read/write:
+        # beets would store an empty cnn_genre and a cnn_genre_score of 0.0 on every item it imports
+        # from a file without them (as if predicted, and unsure), and write them where cnngenre did not.
         for name, descriptor in media_fields().items():
             if name not in mediafile.MediaFile.__dict__:  # the plugin may be loaded twice in one process
-                self.add_media_field(name, descriptor)
+                mediafile.MediaFile.add_field(name, descriptor)
         if self.config["auto"].get(bool):
             self.import_stages = [self.imported]
             self.register_listener("import_task_files", self.write_after_import)
@@ -533,17 +536,12 @@ class CnnGenrePlugin(BeetsPlugin):
             self._import_disabled = True  # said once per import session
 
     def write_after_import(self, session, task):
-        """Write the tags once the files are in place: as-is imports write none by themselves; other
-        imports have just written every tag, ours included."""
+        """Write cnngenre's tags once the files are in place (beets writes only its own)."""
         pending = [item for item in task.imported_items() if item.get("cnn_write_pending", with_album=False)]
         if not pending or not config["import"]["write"].get(bool):
             return
         try:
-            batch = Batch(session.lib, True, self._log)
-            if task.apply:
-                batch.written(pending)
-            else:
-                batch.write_pending(pending)
+            Batch(session.lib, True, self._log).write_pending(pending)
         except Exception as error:  # noqa: BLE001 -- an import must never fail because of cnngenre
             self._log.warning("could not write tags after import: {}", error)
 
