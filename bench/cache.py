@@ -236,13 +236,7 @@ left out: its cache misses every hard link, so its warm rerun is a cold run of {
 {large_table(large)}
 """
     warning = measure.quiet_enough(busy)
-    if warning:
-        PROBLEMS.append(warning)
-    if PROBLEMS:
-        body += "\n### Problems seen during the run\n\n" + "\n".join(f"- {p}" for p in PROBLEMS) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    results.write_section("## Feature cache", body, args.out)
-    return body
+    return results.write_report("## Feature cache", body, PROBLEMS + ([warning] if warning else []), args.out)
 
 
 def main(argv=None) -> int:

@@ -178,13 +178,7 @@ second worker process adds here, not how a cluster of separate machines scales. 
 not descendants of `beet`, so their work shows in "other load" of the Dask rows.
 """
     warning = measure.quiet_enough(busy)
-    if warning:
-        PROBLEMS.append(warning)
-    if PROBLEMS:
-        body += "\n### Problems seen during the run\n\n" + "\n".join(f"- {p}" for p in PROBLEMS) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    results.write_section("## Import and Dask", body, args.out)
-    return body
+    return results.write_report("## Import and Dask", body, PROBLEMS + ([warning] if warning else []), args.out)
 
 
 def main(argv=None) -> int:

@@ -98,3 +98,12 @@ def write_section(heading: str, body: str, path: Path = RESULTS) -> None:
     temp = path.with_suffix(".tmp")
     temp.write_text(replace_section(document, heading, body))
     os.replace(temp, path)
+
+
+def write_report(heading: str, body: str, problems: list, path: Path = RESULTS) -> str:
+    """Write a benchmark's section with what went wrong during its run, if anything; return the section."""
+    if problems:
+        body += "\n### Problems seen during the run\n\n" + "\n".join(f"- {p}" for p in problems) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_section(heading, body, path)
+    return body

@@ -455,13 +455,7 @@ def write_report(args, sides: dict, floors: list, rows: list, scratch: Scratch, 
     if script_output:
         body += f"\n### `scripts/check_musicnn_numpy.py`\n\n```\n{script_output.strip()}\n```\n"
     warning = measure.quiet_enough(busy)
-    if warning:
-        PROBLEMS.append(warning)
-    if PROBLEMS:
-        body += "\n### Problems seen during the run\n\n" + "\n".join(f"- {p}" for p in PROBLEMS) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    results.write_section("## Speed", body, args.out)
-    return body
+    return results.write_report("## Speed", body, PROBLEMS + ([warning] if warning else []), args.out)
 
 
 # ------------------------------------------------------------------ main
