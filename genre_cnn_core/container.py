@@ -409,19 +409,30 @@ def _mp4_layout(handle, size: int) -> _Layout:
     return _Layout("mp4", b"", spans)
 
 
-def _asf_objects(handle, size: int):
-    """``(guid, body offset, declared size)`` of ASF's top-level objects."""
-    offset = 0
-    for _ in range(_MAX_CHAIN):
-        header = _read_at(handle, offset, 24)
-        if len(header) < 24:
+def _sized_chunks(handle, id_length: int, limit: int, what: str, too_many: str | None = None):
+    """``(id, body offset, declared size)`` of consecutive chunks whose header is an id of
+    ``id_length`` bytes and a little-endian 8-byte size that counts the header too (ASF, DSF).
+
+    After ``limit`` chunks the walk stops, or raises ``too_many`` when given (a format whose
+    chain must end by itself).
+    """
+    header_length, offset = id_length + 8, 0
+    for _ in range(limit):
+        header = _read_at(handle, offset, header_length)
+        if len(header) < header_length:
             return
-        length = _le(header[16:24])
-        if length < 24:
-            raise _Malformed("an ASF object has an impossible size")
-        yield header[:16], offset + 24, length
+        length = _le(header[id_length:])
+        if length < header_length:
+            raise _Malformed(f"{what} has an impossible size")
+        yield header[:id_length], offset + header_length, length
         offset += length
-    raise _Malformed("too many ASF objects")
+    if too_many:
+        raise _Malformed(too_many)
+
+
+def _asf_objects(handle, size: int):
+    """ASF's top-level objects (a 16-byte GUID, then the size)."""
+    return _sized_chunks(handle, 16, _MAX_CHAIN, "an ASF object", "too many ASF objects")
 
 
 def _asf_layout(handle, size: int) -> _Layout:
@@ -432,17 +443,8 @@ def _asf_layout(handle, size: int) -> _Layout:
 
 
 def _dsf_chunks(handle, size: int):
-    """``(id, body offset, declared size)`` of the DSF chunks; sizes count the 12-byte header."""
-    offset = 0
-    for _ in range(3):
-        header = _read_at(handle, offset, 12)
-        if len(header) < 12:
-            return
-        length = _le(header[4:12])
-        if length < 12:
-            raise _Malformed("a DSF chunk has an impossible size")
-        yield header[:4], offset + 12, length
-        offset += length
+    """The DSF chunks ("DSD ", "fmt ", "data"; a 4-byte id, then the size)."""
+    return _sized_chunks(handle, 4, 3, "a DSF chunk")
 
 
 def _dsf_layout(handle, size: int) -> _Layout:
