@@ -28,7 +28,8 @@ _EXPORTS = {
     "TrainingError": "pipeline", "audio_ids": "pipeline", "evaluate_files": "pipeline", "judge_album": "pipeline",
     "judge_files": "pipeline", "predict_files": "pipeline", "train_on_files": "pipeline",
     "matplotlib_available": "plots", "save_confusion_matrix": "plots", "save_training_curve": "plots",
-    "BACKENDS": "runtime", "dask_client": "runtime", "resolve_device": "runtime", "worker_count": "runtime",
+    "BACKENDS": "runtime", "available_cores": "runtime", "dask_client": "runtime", "resolve_device": "runtime",
+    "worker_count": "runtime",
     "TagWriteRefused": "tagwrite", "write_tags": "tagwrite",
 }
 

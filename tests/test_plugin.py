@@ -195,7 +195,9 @@ class TestSettings(CnnGenreHelper):
     def test_more_jobs_than_cores_are_capped_with_a_note(self, library_files, scratch_model_path, caplog):
         self.use_model(scratch_model_path)
         self.add_files(library_files[:2])
-        self.run_command("cnngenre", "-p", "-j", str((os.cpu_count() or 1) + 14))
+        from genre_cnn_core import available_cores
+
+        self.run_command("cnngenre", "-p", "-j", str(available_cores() + 14))
         assert any("more workers than the" in r.getMessage() for r in caplog.records)
 
     def test_cache_dir_expands_home_and_variables(self, library_files, scratch_model_path, tmp_path, monkeypatch):

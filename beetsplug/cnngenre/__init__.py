@@ -120,14 +120,12 @@ class CnnGenrePlugin(BeetsPlugin):
         return cache
 
     def jobs(self, settings: Settings, tasks: int = 10**9) -> int:
-        from genre_cnn_core import worker_count
+        from genre_cnn_core import available_cores, worker_count
 
-        workers = worker_count(settings.jobs, tasks)
-        cores = os.cpu_count() or 1
+        cores = available_cores()  # the count worker_count caps at (affinity and container limits)
         if settings.jobs > cores:
-            self.say_once("-j {} asks for more workers than the {} cores: using {}", settings.jobs, cores,
-                          worker_count(settings.jobs, 10**9))
-        return workers
+            self.say_once("-j {} asks for more workers than the {} cores: using {}", settings.jobs, cores, cores)
+        return worker_count(settings.jobs, tasks, cores)
 
     def backend(self, settings: Settings) -> str:
         """The extraction backend; for ``dask``, connected to the scheduler once."""
@@ -192,7 +190,7 @@ class CnnGenrePlugin(BeetsPlugin):
                                        ("--suspects", opts.suspects), ("--prune-cache", opts.prune_cache)) if on]
         if len(modes) > 1:
             raise ui.UserError(f"cnngenre: {' and '.join(modes)} do not go together; choose one")
-        if opts.pretend and modes and modes[0] in ("--eval",):
+        if opts.pretend and opts.evaluate:
             raise ui.UserError("cnngenre: --eval changes nothing; -p does not go with it")
         settings = self.settings(opts)
         try:
