@@ -42,3 +42,19 @@ def scratch_model_path(scratch_model, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("models") / "scratch.pt")
     scratch_model.save(path)
     return path
+
+
+@pytest.fixture
+def decoded_paths(monkeypatch):
+    """The paths whose audio is decoded from now on (a cache hit decodes nothing), in order."""
+    import genre_cnn_core.features as features
+
+    calls = []
+    real = features.load_excerpts
+
+    def counting(path, *args, **kwargs):
+        calls.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(features, "load_excerpts", counting)
+    return calls

@@ -184,17 +184,8 @@ def test_cuda_trains_the_scratch_cnn_with_mixed_precision(library_files, feature
 
 
 class TestImportAndCache(ImportHookHelper):
-    def test_features_computed_on_import_are_found_after_the_copy(self, library_files, monkeypatch):
-        import genre_cnn_core.features as features
-
-        calls = []
-        real = features.load_excerpts
-
-        def counting(path, *args, **kwargs):
-            calls.append(path)
-            return real(path, *args, **kwargs)
-
-        monkeypatch.setattr(features, "load_excerpts", counting)
+    def test_features_computed_on_import_are_found_after_the_copy(self, library_files, decoded_paths):
+        calls = decoded_paths
         self.config["cnngenre"]["jobs"] = 1
         self.copy_files(library_files[:3], "album")
         self.setup_importer(autotag=False, copy=True, write=True).run()

@@ -222,28 +222,15 @@ class TestSettings(CnnGenreHelper):
 
 
 class TestFeatureCacheUnderBeetsDefaults(CnnGenreHelper):
-    def _count_decodes(self, monkeypatch):
-        import genre_cnn_core.features as features
-
-        calls = []
-        real = features.load_excerpts
-
-        def counting(path, *args, **kwargs):
-            calls.append(path)
-            return real(path, *args, **kwargs)
-
-        monkeypatch.setattr(features, "load_excerpts", counting)
-        return calls
-
     def test_tag_writes_and_moves_keep_hitting_the_cache(self, library_files, scratch_model_path, tmp_path,
-                                                         monkeypatch):
+                                                         decoded_paths):
         self.use_model(scratch_model_path)
         copies = []
         for path, _ in library_files[:4]:
             copies.append(tmp_path / path.name)
             shutil.copy(path, copies[-1])
         self.add_files([(p, None) for p in copies])
-        calls = self._count_decodes(monkeypatch)
+        calls = decoded_paths
         self.run_command("cnngenre", "-w", "-j", "1")  # writes CNN_GENRE into every file
         assert len(calls) == 4
         self.run_command("cnngenre", "-f", "-w", "-j", "1")

@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 from beets.library import Item, Library
 from beets.test.helper import PluginTestHelper
+from processes import processes_with
 
 from genre_cnn_core.audio import load_excerpts
 
@@ -195,19 +196,6 @@ def _prediction_rows(db):
     return fields, total
 
 
-def _processes_with(mark):
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/environ", "rb") as handle:
-                    if f"CNNGENRE_TEST_MARK={mark}".encode() in handle.read():
-                        found.append(int(pid))
-            except OSError:
-                pass
-    return found
-
-
 @pytest.fixture
 def many_files(tmp_path):
     folder = tmp_path / "music"
@@ -236,7 +224,7 @@ def test_interrupt_keeps_whole_items_and_a_rerun_continues(many_files, scratch_m
     assert process.returncode == status  # interrupted: not a success
     assert "Traceback" not in err
     time.sleep(1.0)
-    assert _processes_with(mark) == []  # no orphan workers
+    assert processes_with(mark) == []  # no orphan workers
     fields, total = _prediction_rows(db)
     complete = {"cnn_genre", "cnn_genre_score", "cnn_genres", "cnn_scores", "cnn_model"}
     # all fields of an item, or none (a file's tags may still be pending: written by the next run)

@@ -11,6 +11,7 @@ import uuid
 
 import numpy as np
 import pytest
+from processes import processes_with
 
 import genre_cnn_core
 from genre_cnn_core import FeatureCache, runtime
@@ -101,19 +102,6 @@ def _worker_children():
             continue
         if ppid == os.getpid() and b"popen_loky_posix" in command and _alive(pid):
             found.append(int(pid))
-    return found
-
-
-def _processes_with(mark):
-    """Live processes whose environment carries ``mark`` (a zombie's environment reads empty)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as handle:
-                if f"CNNGENRE_TEST_MARK={mark}".encode() in handle.read():
-                    found.append(int(pid))
-        except OSError:
-            pass
     return found
 
 
@@ -223,16 +211,16 @@ def test_workers_end_soon_after_their_parent_dies(signum, tmp_path):
                                   text=True)
     try:
         assert parent.stdout.readline().strip().isdigit(), log.read_text()[-2000:]  # the workers are running
-        assert len(_processes_with(mark)) >= 3  # the parent and its two workers, at least
+        assert len(processes_with(mark)) >= 3  # the parent and its two workers, at least
         parent.send_signal(signum)
         parent.wait(timeout=30)
         assert parent.returncode == -signum
         # Their idle timeout is minutes: ending within seconds is the parent watch.
-        assert _wait_until(lambda: not _processes_with(mark), 10) is True, _processes_with(mark)
+        assert _wait_until(lambda: not processes_with(mark), 10) is True, processes_with(mark)
     finally:
         parent.kill()
         parent.wait()
-        for pid in _processes_with(mark):
+        for pid in processes_with(mark):
             os.kill(pid, signal.SIGKILL)
 
 
