@@ -52,6 +52,34 @@ class TestSuspects(PluginTestHelper):
         for judgement, identity in zip(sorted(judgements, key=lambda j: j.index), audio_ids(paths)):
             np.testing.assert_array_equal(judgement.probabilities, heldout[identity])
 
+    def test_albums_are_judged_by_their_tracks(self, library_files, capsys):
+        """One album per genre (the first 4 tracks, 2 artists) and the rest singletons; the techno album and
+        its tracks are tagged ambient."""
+        albums = {}
+        for genre in WRONG:
+            paths = [path for path, g in library_files if g == genre]
+            tagged = [WRONG[genre]] if genre == "techno" else [genre]
+            tracks = []
+            for path in paths[:4]:
+                item = Item.from_path(str(path))
+                item.update({"genres": tagged, "album": f"{genre} album", "albumartist": f"{genre} band"})
+                tracks.append(item)
+            albums[genre] = self.lib.add_album(tracks)
+            for path in paths[4:]:
+                item = Item.from_path(str(path))
+                item.genres = [genre]
+                self.lib.add(item)
+        self.run_command("cnngenre", "-t", "-m", "4", "-j", "1")
+        capsys.readouterr()
+        self.config["cnngenre"]["suspect_threshold"] = 0.5  # four synthetic tracks make a less sure album
+        self.run_command("cnngenre", "--suspects", "-a", "-j", "1")
+        out = capsys.readouterr().out
+        scores = {genre: self.lib.get_album(album.id).get("cnn_suspect") for genre, album in albums.items()}
+        assert scores["techno"] >= 0.5 and scores["ambient"] < 0.5 and scores["chiptune"] < 0.5
+        lines = [line for line in out.splitlines() if "tagged" in line]
+        assert len(lines) == 1 and "(album)" in lines[0] and "tagged ambient" in lines[0]
+        assert "cnngenre: flagged 1 of 3 judged albums at cnn_suspect >= 0.5" in out
+
     def test_pretend_changes_nothing_and_unknown_genres_are_not_judged(self, library_files, capsys):
         for i, (path, genre) in enumerate(library_files):
             item = Item.from_path(str(path))

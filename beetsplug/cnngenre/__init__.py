@@ -449,7 +449,8 @@ class CnnGenrePlugin(BeetsPlugin):
         model = self.model(settings)
         taxonomy = self.taxonomy(settings)
         albums = list(lib.albums(args)) if opts.album else []
-        items = [item for album in albums for item in album.items()] if opts.album else list(lib.items(args))
+        tracks_of = [list(album.items()) for album in albums]  # queried once: each query makes new objects
+        items = [item for tracks in tracks_of for item in tracks] if opts.album else list(lib.items(args))
         if not items:
             ui.print_("cnngenre: nothing matched")
             return
@@ -467,11 +468,11 @@ class CnnGenrePlugin(BeetsPlugin):
                 judged[result.index] = result
         objects, judgements = items, [judged.get(i) for i in range(len(items))]
         if opts.album:
-            position = {id(item): i for i, item in enumerate(items)}
-            objects, judgements = albums, []
-            for album in albums:
-                tracks = [judged.get(position[id(item)]) for item in album.items()]
-                rows = [j.probabilities for j in tracks if j is not None and j.probabilities is not None]
+            objects, judgements, first = albums, [], 0
+            for album, tracks in zip(albums, tracks_of):
+                track_judgements = [judged.get(i) for i in range(first, first + len(tracks))]
+                first += len(tracks)
+                rows = [j.probabilities for j in track_judgements if j is not None and j.probabilities is not None]
                 judgements.append(judge_album(model, rows, self.training_genres(album, settings), taxonomy))
         ranked = sorted((j.score, n) for n, j in enumerate(judgements) if j is not None and j.score is not None)
         flagged = [(score, n) for score, n in ranked if score >= settings.suspect_threshold]
