@@ -249,11 +249,18 @@ class CnnGenrePlugin(BeetsPlugin):
         applied = {genre_key(g) for g in item.get("cnn_applied", [], **own) or []}
         return [g for g in genres if genre_key(g) not in applied]
 
+    def tagged_items(self, lib, args, albums: bool, settings: Settings) -> tuple[list, list]:
+        """The matching items (of matching albums with ``albums``) that have genres to learn or be scored
+        on, and those genres, item by item."""
+        pairs = [(item, self.training_genres(item, settings)) for item in _items(lib, args, albums)]
+        pairs = [(item, genres) for item, genres in pairs if genres]
+        return [item for item, _ in pairs], [genres for _, genres in pairs]
+
     def train(self, lib, opts, args, settings: Settings):
-        from genre_cnn_core import TrainConfig, format_report, train_on_files
+        from genre_cnn_core import TrainConfig, format_report, get_backbone, train_on_files
 
         started = time.perf_counter()
-        items = [item for item in _items(lib, args, opts.album) if self.training_genres(item, settings)]
+        items, genres = self.tagged_items(lib, args, opts.album, settings)
         if not items:
             raise ui.UserError("no items with genres to train on (beet ls genres::. lists them; genres cnngenre "
                                "applied itself are left out unless train_on_applied is on)")
@@ -264,7 +271,7 @@ class CnnGenrePlugin(BeetsPlugin):
         ui.print_(f"cnngenre: training a {settings.backbone} model on {len(items)} tagged items")
         model, choice, failures = train_on_files(
             [str(item.filepath) for item in items],
-            [self.training_genres(item, settings) for item in items],
+            genres,
             artists=[item.artist or item.albumartist for item in items],
             backbone=settings.backbone,
             taxonomy=self.taxonomy(settings),
@@ -286,9 +293,8 @@ class CnnGenrePlugin(BeetsPlugin):
         meta = model.metadata
         ui.print_("tracks per genre: " + ", ".join(f"{g} {n}" for g, n in meta["tracks_per_genre"].items()))
         if meta["validation"]:
-            scope = ("held-out tracks (each predicted by a head that never heard its artist)"
-                     if settings.backbone != "scratch" else "validation tracks (their artists are not in training)")
-            ui.print_(format_report(meta["validation"], model.genres, meta["tracks_per_genre"], scope))
+            ui.print_(format_report(meta["validation"], model.genres, meta["tracks_per_genre"],
+                                    get_backbone(model.backbone).heldout_tracks))
         else:
             ui.print_("no validation report: too few artists to hold any out")
         summary = (f"{len(model.genres)} genres, {meta['train_tracks']} tracks trained on, {len(failures)} failed, "
@@ -330,10 +336,10 @@ class CnnGenrePlugin(BeetsPlugin):
         from genre_cnn_core import evaluate_files, format_report
 
         model = self.model(settings)
-        items = [item for item in _items(lib, args, opts.album) if self.training_genres(item, settings)]
+        items, genres = self.tagged_items(lib, args, opts.album, settings)
         device = self.device(settings)
         report, counts = evaluate_files(
-            model, [str(item.filepath) for item in items], [self.training_genres(item, settings) for item in items],
+            model, [str(item.filepath) for item in items], genres,
             taxonomy=self.taxonomy(settings), cache=self.cache(settings), n_jobs=self.jobs(settings, len(items)),
             device=device, progress=sys.stderr.isatty(), backend=self.backend(settings),
             threshold=settings.threshold, top_k=settings.top_k)

@@ -102,6 +102,7 @@ def _embed(patches: np.ndarray, device: str, max_batch: int) -> np.ndarray:
 class MusicnnBackbone(Backbone):
     name = "musicnn"
     has_tags = True
+    heldout_tracks = "held-out tracks (each predicted by a head that never heard its artist)"
     # 3 s patches (what musicnn was trained on) spread over the track: 4 beat 1, 2 and 8 (bench/RESULTS.md).
     default_settings = FeatureSettings(excerpt_seconds=3.0, n_excerpts=4)
 
