@@ -42,6 +42,11 @@ def prediction_fields(scores: dict, model_id: str, settings, taxonomy=None) -> d
     }
 
 
+def same_value(old, new) -> bool:
+    """Whether a field's stored value (lists come back from beets as lists or tuples) equals a new one."""
+    return (list(old) if isinstance(old, (list, tuple)) else old) == new
+
+
 def parse_scores(values) -> dict:
     """Genre -> probability from a ``cnn_scores`` field (``["jazz 0.830", ...]``)."""
     scores = {}

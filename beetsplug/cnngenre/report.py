@@ -6,7 +6,7 @@ import os
 
 from beets import ui
 
-from .fields import parse_scores
+from .fields import parse_scores, same_value
 
 #: The fields a change line shows.
 SHOWN_FIELDS = ("cnn_genre", "cnn_genre_score", "cnn_genres", "genres")
@@ -52,7 +52,7 @@ class Report:
             old, new = old_values[name], values[name]
             if isinstance(new, float) and isinstance(old, float) and abs(old - new) < 0.005:
                 continue
-            if (list(old) if isinstance(old, (list, tuple)) else old) == new or _shown(old) == _shown(new):
+            if same_value(old, new) or _shown(old) == _shown(new):
                 continue
             if name == "cnn_genres":
                 old, new = _with_scores(old, old_values["cnn_scores"]), _with_scores(new, values.get("cnn_scores"))

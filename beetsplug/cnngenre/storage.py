@@ -8,6 +8,8 @@ from contextlib import contextmanager, suppress
 
 from beets import config
 
+from .fields import same_value
+
 #: Items are stored in transactions of this many, or of what arrived in this many seconds (each item all
 #: or none): one commit per item made warm reruns of large libraries slow, and a slow cold run still
 #: stores its results as they come.
@@ -89,9 +91,7 @@ class Batch:
 
 def holds(obj, values: dict) -> bool:
     """Whether ``obj`` already holds every one of ``values`` (a rerun that changes nothing stores nothing)."""
-    def same(old, new):
-        return (list(old) if isinstance(old, (list, tuple)) else old) == new
-    return all(same(obj.get(name), value) for name, value in values.items())
+    return all(same_value(obj.get(name), value) for name, value in values.items())
 
 
 def _assign(obj, values: dict) -> None:
