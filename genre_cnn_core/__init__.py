@@ -22,7 +22,7 @@ _EXPORTS = {
     "FeatureSettings": "features", "log_mel": "features",
     "Taxonomy": "genres", "choose_labels": "genres", "display_name": "genres", "genre_key": "genres",
     "load_alias_patterns": "genres", "load_tree": "genres", "load_whitelist": "genres", "split_genres": "genres",
-    "format_report": "metrics", "genre_report": "metrics",
+    "format_report": "metrics", "genre_report": "metrics", "select_genres": "metrics",
     "GenreModel": "model", "ModelError": "model",
     "DEFAULT_MODEL": "pipeline", "Failure": "pipeline", "Judgement": "pipeline", "Prediction": "pipeline",
     "TrainingError": "pipeline", "audio_ids": "pipeline", "evaluate_files": "pipeline", "judge_album": "pipeline",

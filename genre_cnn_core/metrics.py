@@ -27,7 +27,8 @@ def select_genres(probabilities: np.ndarray, threshold: float = 0.5, top_k: int 
     At most ``top_k``, and never none: the most probable (primary) genre
     is always first.
     """
-    order = np.argsort(-np.asarray(probabilities), kind="stable")
+    probabilities = np.asarray(probabilities)
+    order = np.argsort(-probabilities, kind="stable")
     chosen = [int(c) for c in order[:top_k] if probabilities[c] >= threshold]
     return chosen or [int(order[0])]
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import mediafile
 from beets import config
 
-#: Fields that hold a prediction, on items and on albums.
-PREDICTION_FIELDS = ("cnn_genre", "cnn_genre_score", "cnn_genres", "cnn_scores", "cnn_model")
 #: Scores kept in ``cnn_scores``: the best, down to this probability.
 SCORES_KEPT, SCORE_FLOOR = 10, 0.01
 
@@ -28,14 +26,17 @@ def prediction_fields(scores: dict, model_id: str, settings, taxonomy=None) -> d
     With a genre tree, a chosen genre comes before its chosen ancestors: the
     primary genre is then the most specific one that clears the threshold.
     """
-    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
-    chosen = [(g, p) for g, p in ranked[:settings.top_k] if p >= settings.threshold] or ranked[:1]
+    from genre_cnn_core import select_genres
+
+    genres = list(scores)
+    chosen = [genres[c] for c in select_genres([scores[g] for g in genres], settings.threshold, settings.top_k)]
     if taxonomy is not None:
-        chosen = [(g, scores[g]) for g in taxonomy.specific_first([g for g, _ in chosen])]
+        chosen = taxonomy.specific_first(chosen)
+    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
     return {
-        "cnn_genre": chosen[0][0],
-        "cnn_genre_score": round(float(chosen[0][1]), 4),
-        "cnn_genres": [g for g, _ in chosen],
+        "cnn_genre": chosen[0],
+        "cnn_genre_score": round(float(scores[chosen[0]]), 4),
+        "cnn_genres": chosen,
         "cnn_scores": [f"{g} {p:.3f}" for g, p in ranked[:SCORES_KEPT] if p >= SCORE_FLOOR] or
                       [f"{ranked[0][0]} {ranked[0][1]:.3f}"],
         "cnn_model": model_id,
