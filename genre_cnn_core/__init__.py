@@ -25,7 +25,7 @@ _EXPORTS = {
     "format_report": "metrics", "genre_report": "metrics", "select_genres": "metrics",
     "GenreModel": "model", "ModelError": "model",
     "DEFAULT_MODEL": "pipeline", "Failure": "pipeline", "Judgement": "pipeline", "Prediction": "pipeline",
-    "TrainingError": "pipeline", "audio_ids": "pipeline", "evaluate_files": "pipeline", "judge_album": "pipeline",
+    "TrainingError": "pipeline", "audio_ids": "extract", "evaluate_files": "pipeline", "judge_album": "pipeline",
     "judge_files": "pipeline", "predict_files": "pipeline", "train_on_files": "pipeline",
     "matplotlib_available": "plots", "save_confusion_matrix": "plots", "save_training_curve": "plots",
     "BACKENDS": "runtime", "available_cores": "runtime", "dask_client": "runtime", "resolve_device": "runtime",

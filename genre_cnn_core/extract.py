@@ -134,8 +134,13 @@ def extract_features(
                     yield index, features, error
 
 
+def audio_ids(paths: Sequence) -> list[str | None]:
+    """Audio id of each file (:func:`genre_cnn_core.container.audio_identity`); None if it cannot be read."""
+    return [_identity(path) for path in paths]
+
+
 def _identity(path) -> str | None:
     try:
         return audio_identity(path)
-    except OSError:  # the worker says what is wrong with the file
+    except OSError:  # the worker, or the caller, says what is wrong with the file
         return None

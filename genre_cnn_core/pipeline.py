@@ -21,8 +21,7 @@ import numpy as np
 
 from .backbones import TrainConfig, get_backbone
 from .cache import FeatureCache
-from .container import audio_identity
-from .extract import extract_features
+from .extract import audio_ids, extract_features
 from .genres import LabelChoice, Taxonomy, choose_labels, genre_key
 from .metrics import genre_report, select_genres
 from .model import GenreModel
@@ -75,17 +74,6 @@ class Failure:
 
     index: int
     reason: str
-
-
-def audio_ids(paths: Sequence) -> list[str | None]:
-    """Audio id of each file (:func:`genre_cnn_core.container.audio_identity`); None if it cannot be read."""
-    found = []
-    for path in paths:
-        try:
-            found.append(audio_identity(path))
-        except OSError:
-            found.append(None)
-    return found
 
 
 def train_on_files(
@@ -388,7 +376,7 @@ def judge_files(
         else:
             to_predict.append(i)
     for result in predict_files(model, [paths[i] for i in to_predict], cache=cache, n_jobs=n_jobs, device=device,
-                                progress=progress, backend=backend):
+                                progress=progress, backend=backend, identities=[identities[i] for i in to_predict]):
         i = to_predict[result.index]
         if isinstance(result, Failure):
             yield Failure(i, result.reason)
@@ -406,6 +394,7 @@ def predict_files(
     progress: bool = False,
     batch_tracks: int = 64,
     backend: str = "loky",
+    identities: Sequence | None = None,
 ) -> Iterator[Prediction | Failure]:
     """Predict the genres of audio files.
 
@@ -427,6 +416,9 @@ def predict_files(
         Tracks per evaluation of the genre head.
     backend : str
         Where extraction runs (:mod:`genre_cnn_core.runtime`).
+    identities : sequence, optional
+        The files' audio ids (:func:`audio_ids`) when the caller has them; by
+        default they are read as the cache needs them.
 
     Yields
     ------
@@ -455,7 +447,8 @@ def predict_files(
     # hold the cores slowed it by an order of magnitude, and the workers do the heavy part.
     with compute_threads(1) if n_jobs != 1 and device == "cpu" else contextlib.nullcontext():
         for index, features, error in extract_features(paths, model.extractor(device), cache, n_jobs,
-                                                       progress=progress, description="cnngenre", backend=backend):
+                                                       progress=progress, description="cnngenre", backend=backend,
+                                                       identities=identities):
             if error:
                 yield Failure(index, error)
                 continue
