@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -573,8 +572,7 @@ def main(argv=None) -> None:
         print(line, file=sys.stderr, flush=True)
 
     plan = QUICK if args.quick else FULL
-    arguments = sys.argv[1:] if argv is None else list(argv)
-    command = " ".join(["python bench/accuracy.py"] + [shlex.quote(a) for a in arguments])
+    command = results.command_line("accuracy.py", argv)
     started = time.perf_counter()
     torch.set_num_threads(1)
     try:
@@ -586,7 +584,6 @@ def main(argv=None) -> None:
             + render(result, plan))
     print(f"{HEADING}\n\n{body}")
     output = QUICK_OUTPUT if args.quick else results.RESULTS
-    output.parent.mkdir(parents=True, exist_ok=True)
     results.write_section(HEADING, body, output)
     log(f"wrote the {HEADING} section of {output}")
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shlex
 import sys
 import tempfile
 import time
@@ -434,8 +433,7 @@ def main(argv=None) -> None:
     def log(line):
         print(line, file=sys.stderr, flush=True)
 
-    arguments = sys.argv[1:] if argv is None else list(argv)
-    command = " ".join(["python bench/albums.py"] + [shlex.quote(a) for a in arguments])
+    command = results.command_line("albums.py", argv)
     started = time.perf_counter()
     seeds = (0,) if args.quick else (0, 1, 2)
     if args.keep is not None and args.keep.exists():
@@ -455,7 +453,6 @@ def main(argv=None) -> None:
             + render(tracks, lists, held, folders))
     print(f"{HEADING}\n\n{body}")
     output = QUICK_OUTPUT if args.quick else results.RESULTS
-    output.parent.mkdir(parents=True, exist_ok=True)
     results.write_section(HEADING, body, output)
     log(f"wrote the {HEADING} section of {output}")
 

@@ -28,7 +28,6 @@ Timings are only valid on an idle machine.
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 import time
@@ -195,7 +194,7 @@ def large_table(large: dict) -> str:
 
 
 def write_report(args, runs: dict, identity: dict, large: dict, copies: list, busy: float) -> str:
-    command = shlex.join(["python", "bench/cache.py", *sys.argv[1:]])
+    command = results.command_line("cache.py")
     stored = library.own_seconds(large["warm, `-f`"]) - library.own_seconds(large["warm, `-f -p` (nothing stored)"])
     identity_rows = [[fmt.upper() if fmt != "all" else "all formats", f"{ms:.2f} ms"] for fmt, ms in identity.items()]
     body = f"""{results.context(command)}- {measure.load_summary()}; cores busy before the run: {busy:.2f}

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -145,7 +144,7 @@ def dask_table(runs: dict, tracks: int) -> str:
 
 
 def write_report(args, imports: dict, album_rows: list, dask: dict, tracks: int, busy: float) -> str:
-    command = shlex.join(["python", "bench/imports.py", *sys.argv[1:]])
+    command = results.command_line("imports.py")
     table, added = import_table(imports)
     counts = sorted(added)
     further = ((added[counts[-1]] - added[counts[0]]) / (counts[-1] - counts[0])) if len(counts) > 1 else None

@@ -11,7 +11,9 @@ import datetime
 import os
 import platform
 import re
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,6 +56,12 @@ def git_state() -> str:
     return f"commit {git('rev-parse', '--short', 'HEAD').strip()}; uncommitted changes in the product: {files}"
 
 
+def command_line(script: str, argv: list | None = None) -> str:
+    """How to rerun ``bench/<script>`` with the arguments it was given (``argv``, or the command line's)."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    return shlex.join(["python", f"bench/{script}", *map(str, arguments)])
+
+
 def context(command: str) -> str:
     """The first lines of a section: date, commit, machine, software, and how to rerun it."""
     import numpy
@@ -94,6 +102,7 @@ def replace_section(document: str, heading: str, body: str) -> str:
 
 def write_section(heading: str, body: str, path: Path = RESULTS) -> None:
     """Write ``body`` as the ``heading`` section of ``path`` (RESULTS.md), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)  # a quick run's file under bench/out/
     document = path.read_text() if path.exists() else ""
     temp = path.with_suffix(".tmp")
     temp.write_text(replace_section(document, heading, body))
@@ -104,6 +113,5 @@ def write_report(heading: str, body: str, problems: list, path: Path = RESULTS) 
     """Write a benchmark's section with what went wrong during its run, if anything; return the section."""
     if problems:
         body += "\n### Problems seen during the run\n\n" + "\n".join(f"- {p}" for p in problems) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_section(heading, body, path)
     return body

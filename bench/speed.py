@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -403,7 +402,7 @@ def runs_table(sides: dict, floors: list, tracks: int) -> str:
 def write_report(args, sides: dict, floors: list, rows: list, scratch: Scratch, networks: dict,
                  script_output: str | None, busy: float) -> str:
     tracks = len(rows)
-    command = shlex.join(["python", "bench/speed.py", *sys.argv[1:]])
+    command = results.command_line("speed.py")
     code = {name: library.code_in_use(side.code) for name, side in sides.items()}
     agreement = ("" if not networks else
                  f" The two heads' out-of-fold top-1 predictions agree on {100 * networks['heldout agreement']:.1f} %"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-import shlex
 import sys
 import tempfile
 import time
@@ -260,8 +259,7 @@ def main(argv=None) -> None:
     def log(line):
         print(line, file=sys.stderr, flush=True)
 
-    arguments = sys.argv[1:] if argv is None else list(argv)
-    command = " ".join(["python bench/suspects.py"] + [shlex.quote(a) for a in arguments])
+    command = results.command_line("suspects.py", argv)
     started = time.perf_counter()
     commands: list = []
     try:
