@@ -47,15 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tracks", type=int, help="tracks of the writing sequence (default 30; quick 8)")
     parser.add_argument("--items", type=int, help="items of the large library (default 3000; quick 240)")
-    parser.add_argument("--quick", action="store_true", help="a small run of a few minutes")
-    parser.add_argument("--root", type=Path, default=library.ROOT, help="where libraries and runs live")
-    parser.add_argument("--out", type=Path, help="report file (default bench/RESULTS.md; quick: "
-                                                 "bench/out/RESULTS-quick.md)")
-    args = parser.parse_args(argv)
-    args.tracks = args.tracks or (8 if args.quick else 30)
-    args.items = args.items or (240 if args.quick else 3000)
-    args.out = args.out or results.REPO / "bench" / ("out/RESULTS-quick.md" if args.quick else "RESULTS.md")
-    return args
+    return library.parse_run_args(parser, argv, {"tracks": (30, 8), "items": (3000, 240)})
 
 
 def check_counts(result: measure.Measured, label: str, predicted: int, skipped: int = 0) -> None:

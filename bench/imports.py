@@ -43,16 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--albums", type=int, help="albums of the longer import session (default 3; quick 2)")
     parser.add_argument("--repeats", type=int, help="rounds of the import runs (default 3; quick 1)")
     parser.add_argument("--tracks", type=int, help="tracks of the Dask runs (default 60; quick 12)")
-    parser.add_argument("--quick", action="store_true", help="a small run of a few minutes")
-    parser.add_argument("--root", type=Path, default=library.ROOT, help="where libraries and runs live")
-    parser.add_argument("--out", type=Path, help="report file (default bench/RESULTS.md; quick: "
-                                                 "bench/out/RESULTS-quick.md)")
-    args = parser.parse_args(argv)
-    args.albums = args.albums or (2 if args.quick else 3)
-    args.repeats = args.repeats or (1 if args.quick else 3)
-    args.tracks = args.tracks or (12 if args.quick else 60)
-    args.out = args.out or results.REPO / "bench" / ("out/RESULTS-quick.md" if args.quick else "RESULTS.md")
-    return args
+    return library.parse_run_args(parser, argv, {"albums": (3, 2), "repeats": (3, 1), "tracks": (60, 12)})
 
 
 # ---------------------------------------------------------------- import

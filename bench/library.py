@@ -450,3 +450,16 @@ def unexpected(result: measure.Measured, predicted: int, skipped: int = 0) -> st
     return (f"predicted {done}, skipped {passed}, failed {failed} (expected {predicted}, {skipped}, 0): "
             f"{result.stderr[-300:]}")
 
+
+def parse_run_args(parser, argv, sizes: dict):
+    """Parse the arguments of a benchmark that runs beets: its own, then ``--quick``, ``--root`` and
+    ``--out``. ``sizes`` maps each size option to its ``(full, quick)`` default."""
+    parser.add_argument("--quick", action="store_true", help="a small run of a few minutes")
+    parser.add_argument("--root", type=Path, default=ROOT, help="where libraries and runs live")
+    parser.add_argument("--out", type=Path, help="report file (default bench/RESULTS.md; quick: "
+                                                 "bench/out/RESULTS-quick.md)")
+    args = parser.parse_args(argv)
+    for name, (full, quick) in sizes.items():
+        setattr(args, name, getattr(args, name) or (quick if args.quick else full))
+    args.out = args.out or REPO / "bench" / ("out/RESULTS-quick.md" if args.quick else "RESULTS.md")
+    return args

@@ -81,18 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                    "(default 2; quick 1)")
     parser.add_argument("--repeats", type=int, help="one-track runs and album imports of each side (default 3; "
                                                     "quick 1)")
-    parser.add_argument("--quick", action="store_true", help="a small run of a few minutes")
     parser.add_argument("--no-networks", action="store_true",
                         help="leave out the agreement and accuracy of the numpy and torch networks")
-    parser.add_argument("--root", type=Path, default=library.ROOT, help="where libraries and runs live")
-    parser.add_argument("--out", type=Path, help="report file (default bench/RESULTS.md; quick: "
-                                                 "bench/out/RESULTS-quick.md)")
-    args = parser.parse_args(argv)
-    args.tracks = args.tracks or (20 if args.quick else 120)
-    args.rounds = args.rounds or (1 if args.quick else 2)
-    args.repeats = args.repeats or (1 if args.quick else 3)
-    args.out = args.out or results.REPO / "bench" / ("out/RESULTS-quick.md" if args.quick else "RESULTS.md")
-    return args
+    return library.parse_run_args(parser, argv, {"tracks": (120, 20), "rounds": (2, 1), "repeats": (3, 1)})
 
 
 @dataclasses.dataclass
