@@ -580,7 +580,7 @@ def main(argv=None) -> None:
             result = run(plan, args.data, FeatureCache(str(datasets.CACHE)), log)
     except datasets.DataError as error:
         sys.exit(f"accuracy: {error}")
-    body = (results.context(command) + f"- wall time: {(time.perf_counter() - started) / 60:.1f} min\n\n"
+    body = (results.context(command, started)
             + render(result, plan))
     print(f"{HEADING}\n\n{body}")
     output = QUICK_OUTPUT if args.quick else results.RESULTS

@@ -449,7 +449,7 @@ def main(argv=None) -> None:
             folders = through_the_product(tracks, lists, args.keep or Path(scratch), log)
     except (datasets.DataError, RuntimeError) as error:
         sys.exit(f"albums: {error}")
-    body = (results.context(command) + f"- wall time: {(time.perf_counter() - started) / 60:.1f} min\n\n"
+    body = (results.context(command, started)
             + render(tracks, lists, held, folders))
     print(f"{HEADING}\n\n{body}")
     output = QUICK_OUTPUT if args.quick else results.RESULTS

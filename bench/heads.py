@@ -165,8 +165,7 @@ def main(argv=None) -> None:
         per_seed = " / ".join(f"{f[0]:.1%}" for f in figures)
         rows.append([name, f"{mean[0]:.1%} ({per_seed})", f"{mean[1]:.3f}", f"{mean[2]:.3f}", f"{mean[3]:.3f}"])
         print(rows[-1])
-    minutes = (time.perf_counter() - started) / 60
-    body = (results.context("python bench/heads.py") + f"- wall time: {minutes:.1f} min\n\n"
+    body = (results.context(results.command_line("heads.py", argv), started) +
             f"gtzan-dev, {len(tracks)} clips, {len(set(groups))} artist groups; musicnn's 50 tag probabilities "
             f"(4 patches of 3 s), standardised. Held-out predictions of {FOLDS} artist-grouped folds "
             f"(`splits.grouped_folds`, seeds {', '.join(map(str, SEEDS))}); inside each training side, the L2 "

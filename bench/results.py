@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,8 +63,9 @@ def command_line(script: str, argv: list | None = None) -> str:
     return shlex.join(["python", f"bench/{script}", *map(str, arguments)])
 
 
-def context(command: str) -> str:
-    """The first lines of a section: date, commit, machine, software, and how to rerun it."""
+def context(command: str, started: float | None = None) -> str:
+    """The first lines of a section: date, commit, machine, software, how to rerun it and, given the
+    ``time.perf_counter()`` the run started at, its wall time (then a blank line)."""
     import numpy
 
     versions = [f"Python {platform.python_version()}", f"numpy {numpy.__version__}"]
@@ -74,8 +76,11 @@ def context(command: str) -> str:
     except ImportError:
         pass
     date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    return (f"- run: {date}, {git_state()}\n- machine: {machine()}; {', '.join(versions)}\n"
-            f"- rerun: `{command}`\n")
+    lines = (f"- run: {date}, {git_state()}\n- machine: {machine()}; {', '.join(versions)}\n"
+             f"- rerun: `{command}`\n")
+    if started is not None:
+        lines += f"- wall time: {(time.perf_counter() - started) / 60:.1f} min\n\n"
+    return lines
 
 
 def replace_section(document: str, heading: str, body: str) -> str:

@@ -286,7 +286,7 @@ def main(argv=None) -> None:
     plot.parent.mkdir(parents=True, exist_ok=True)
     save_plot(outcomes, np.array([t.spelling in single_artist for t in tracks]), outcomes[0].summary["threshold"],
               plot)
-    body = (results.context(command) + f"- wall time: {(time.perf_counter() - started) / 60:.1f} min\n\n"
+    body = (results.context(command, started)
             + render(tracks, outcomes, single_artist, learnable, plot, commands))
     print(f"{HEADING}\n\n{body}")
     output = QUICK_OUTPUT if args.quick else results.RESULTS
