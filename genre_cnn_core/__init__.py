@@ -28,8 +28,8 @@ _EXPORTS = {
     "TrainingError": "pipeline", "audio_ids": "extract", "evaluate_files": "pipeline", "judge_album": "pipeline",
     "judge_files": "pipeline", "predict_files": "pipeline", "train_on_files": "pipeline",
     "matplotlib_available": "plots", "save_confusion_matrix": "plots", "save_training_curve": "plots",
-    "BACKENDS": "runtime", "available_cores": "runtime", "dask_client": "runtime", "resolve_device": "runtime",
-    "worker_count": "runtime",
+    "BACKENDS": "runtime", "available_cores": "runtime", "dask_client": "runtime", "is_device_name": "runtime",
+    "resolve_device": "runtime", "worker_count": "runtime",
     "TagWriteRefused": "tagwrite", "write_tags": "tagwrite",
 }
 

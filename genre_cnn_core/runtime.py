@@ -56,6 +56,8 @@ def resolve_device(name: str = "auto") -> str:
     RuntimeError
         CUDA asked for, and PyTorch sees no such GPU.
     """
+    if not is_device_name(name):
+        raise ValueError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
     if name == "cpu":
         return "cpu"
     if name == "auto":
@@ -64,9 +66,7 @@ def resolve_device(name: str = "auto") -> str:
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
-    match = re.fullmatch(r"cuda(?::(\d+))?", name or "")
-    if not match:
-        raise ValueError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
+    match = re.fullmatch(_CUDA, name)
     import torch
 
     if not torch.cuda.is_available():
@@ -74,6 +74,14 @@ def resolve_device(name: str = "auto") -> str:
     if match.group(1) and int(match.group(1)) >= torch.cuda.device_count():
         raise RuntimeError(f"device {name!r} asked for, but PyTorch sees {torch.cuda.device_count()} GPU(s)")
     return name
+
+
+_CUDA = r"cuda(?::(\d+))?"
+
+
+def is_device_name(name) -> bool:
+    """Whether ``name`` is one :func:`resolve_device` takes: auto, cpu, cuda or cuda:N."""
+    return isinstance(name, str) and (name in ("auto", "cpu") or re.fullmatch(_CUDA, name) is not None)
 
 
 def _nvidia_driver() -> bool:

@@ -127,15 +127,14 @@ def read_settings(view, opts=None) -> Settings:
     confuse.ConfigError
         A value beets reports as ``configuration error: cnngenre.KEY: ...``.
     """
-    from genre_cnn_core import BACKBONES, BACKENDS
+    from genre_cnn_core import BACKBONES, BACKENDS, is_device_name
 
     if opts is not None:
         view.set_args({k: v for k, v in vars(opts).items() if k in DEFAULTS and v is not None})
     c = view
     default_model = os.path.join(config.config_dir(), "cnngenre", "model.pt")
     device = c["device"].get()
-    if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda") or
-                                           (device.startswith("cuda:") and device[5:].isdigit())):
+    if not is_device_name(device):
         _bad(c["device"], "auto, cpu, cuda or cuda:N")
     aliases = c["aliases"].get()
     if not (isinstance(aliases, bool) or
@@ -166,6 +165,6 @@ def read_settings(view, opts=None) -> Settings:
         canonical=_file_or_flag(c["canonical"]),
         parents=_boolean(c["parents"]),
         whitelist=_file_or_flag(c["whitelist"]),
-        aliases=aliases if isinstance(aliases, (bool, dict)) else {},
+        aliases=aliases,
         suspect_threshold=_number(c["suspect_threshold"], 0.0, 1.0),
     )
