@@ -273,18 +273,14 @@ def _from_payload(payload) -> GenreModel:
     calibration = _array(payload.get("calibration"), "calibration", (2,))
     if not calibration[0] > 0:
         raise ModelError(f"calibration slope {calibration[0]} must be positive")
-    heldout_ids = meta.get("heldout_ids", [])
-    if not isinstance(heldout_ids, list) or not all(isinstance(i, str) and i for i in heldout_ids):
-        raise ModelError("heldout_ids is not a list of audio ids")
+    heldout_ids = _audio_id_list(meta, "heldout_ids")
     heldout = _array(payload.get("heldout_probabilities"), "held-out probabilities", (len(heldout_ids), len(genres)))
     if ((heldout < 0) | (heldout > 1)).any():
         raise ModelError("held-out probabilities outside 0..1")
     known = payload.get("heldout_known")
     if not isinstance(known, np.ndarray) or known.dtype != bool or known.shape != heldout.shape:
         raise ModelError(f"heldout_known is not a boolean tensor of shape {heldout.shape}")
-    trained_on = meta.get("trained_on", [])
-    if not isinstance(trained_on, list) or not all(isinstance(i, str) and i for i in trained_on):
-        raise ModelError("trained_on is not a list of audio ids")
+    _audio_id_list(meta, "trained_on")
     if not isinstance(meta.get("model_id"), str):
         raise ModelError("model id is not a string")
 
@@ -294,6 +290,13 @@ def _from_payload(payload) -> GenreModel:
         raise ModelError(f"its content does not match its id {meta['model_id']} (damaged or edited); "
                          "retrain with `beet cnngenre -t`")
     return model
+
+
+def _audio_id_list(meta: dict, key: str) -> list:
+    value = meta.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(i, str) and i for i in value):
+        raise ModelError(f"{key} is not a list of audio ids")
+    return value
 
 
 _STRUCTURE = {"backbone", "genres", "spellings", "settings", "architecture", "heldout_ids"}
