@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.10",
     # beetsplug is a namespace package shared with beets and other plugins.
     packages=["beetsplug", "beetsplug.cnngenre", "genre_cnn_core", "genre_cnn_core.backbones"],
-    package_data={"genre_cnn_core": ["data/*.pt", "data/*.json", "data/MUSICNN_LICENSE"]},
+    package_data={"genre_cnn_core": ["data/*.pt", "data/*.json", "data/MUSICNN_LICENSE", "data/report_page.*"]},
     install_requires=[
         "beets>=2.14",
         # 2.13 CPU wheels and anything newer up to the next major; GPU users
@@ -31,8 +31,9 @@ setup(
     extras_require={
         "plots": ["matplotlib"],
         "dask": ["dask[distributed]"],
+        "report": ["plotly>=5,<8"],  # the page of `beet cnngenre --report`
         # librosa: the reference the log-mel features are tested against; ruff: the linter CI runs.
-        "test": ["pytest>=7", "matplotlib", "dask[distributed]", "librosa>=0.10", "ruff>=0.6"],
+        "test": ["pytest>=7", "matplotlib", "plotly>=5,<8", "dask[distributed]", "librosa>=0.10", "ruff>=0.6"],
         "bench": ["scikit-learn", "matplotlib", "librosa>=0.10"],
     },
 )

@@ -26,6 +26,7 @@ from beets.plugins import BeetsPlugin
 from beets.ui import Subcommand, should_write
 
 from .fields import album_fields, applied_genres, item_fields, media_fields, sort_genre, spellings
+from .library_page import DEFAULT_FILE, take_file, write_report
 from .report import Report, label
 from .settings import DEFAULTS, Settings, read_settings
 from .storage import Batch, all_or_nothing, holds
@@ -159,6 +160,12 @@ class CnnGenrePlugin(BeetsPlugin):
             help="list items whose genre tags the audio contradicts, most confident first")
         add("--prune-cache", dest="prune_cache", action="store_true", default=False,
             help="remove cached features of audio no library item has, and say how big the cache is")
+        add("--report", action="callback", callback=take_file, nargs=0, dest="report", default=None,
+            help=f"write an HTML page of the matching items: a map by their audio, tags vs predictions, the "
+                 f"model; to FILE when the next argument ends in .html (default ./{DEFAULT_FILE}); "
+                 "predicts nothing unless --predict")
+        add("--predict", action="store_true", default=False,
+            help="with --report: first predict the matching items the model has not predicted, as without --report")
         add("-a", "--album", action="store_true", default=False,
             help="match albums instead of items; albums get their own genres from their tracks")
         add("-f", "--force", action="store_true", default=None,
@@ -187,11 +194,16 @@ class CnnGenrePlugin(BeetsPlugin):
         from genre_cnn_core import ModelError, TrainingError
 
         modes = [name for name, on in (("-t", opts.train), ("--eval", opts.evaluate),
-                                       ("--suspects", opts.suspects), ("--prune-cache", opts.prune_cache)) if on]
+                                       ("--suspects", opts.suspects), ("--prune-cache", opts.prune_cache),
+                                       ("--report", opts.report)) if on]
         if len(modes) > 1:
             raise ui.UserError(f"cnngenre: {' and '.join(modes)} do not go together; choose one")
         if opts.pretend and opts.evaluate:
             raise ui.UserError("cnngenre: --eval changes nothing; -p does not go with it")
+        if opts.predict and not opts.report:
+            raise ui.UserError("cnngenre: --predict goes with --report (a plain run predicts)")
+        if opts.pretend and opts.report:
+            raise ui.UserError("cnngenre: --report changes nothing; -p does not go with it")
         settings = self.settings(opts)
         try:
             with _sigterm_as_interrupt():
@@ -203,6 +215,13 @@ class CnnGenrePlugin(BeetsPlugin):
                     self.suspects(lib, opts, args, settings)
                 elif opts.prune_cache:
                     self.prune_cache(lib, settings)
+                elif opts.report:
+                    if opts.predict:
+                        objects = lib.albums(args) if opts.album else lib.items(args)
+                        self.predict(lib, list(objects), settings, albums=opts.album,
+                                     write=should_write(opts.write))
+                    write_report(self, lib, _items(lib, args, opts.album), settings, opts.report,
+                                 title=" ".join(args) or "the whole library")
                 else:
                     objects = lib.albums(args) if opts.album else lib.items(args)
                     self.predict(lib, list(objects), settings, albums=opts.album, write=should_write(opts.write),
