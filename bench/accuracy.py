@@ -237,7 +237,7 @@ def musicnn_fit(features: list, data: Dataset) -> Callable:
     from genre_cnn_core.backbones import TrainConfig
 
     return datasets.backbone_fit("musicnn", features, data.targets, data.labels, data.groups,
-                                 TrainConfig(device="cpu"))
+                                 TrainConfig())
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -289,7 +289,7 @@ def scratch_fit(features: list, data: Dataset, plan: Plan, notes: list) -> Calla
     def log(line):
         if "shortened" in line:  # the time budget cut the schedule: say so in the report
             notes.append(line)
-    config = TrainConfig(device="cpu", minutes=SCRATCH_MINUTES, **plan.scratch_config)
+    config = TrainConfig(minutes=SCRATCH_MINUTES, **plan.scratch_config)
     return datasets.backbone_fit("scratch", features, data.targets, data.labels, data.groups, config, log=log)
 
 

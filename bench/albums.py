@@ -104,7 +104,7 @@ def heldout(features: list, targets: np.ndarray, strata: np.ndarray, groups: lis
     """
     from genre_cnn_core.backbones import TrainConfig
 
-    fit = datasets.backbone_fit("musicnn", features, targets, strata, groups, TrainConfig(device="cpu"))
+    fit = datasets.backbone_fit("musicnn", features, targets, strata, groups, TrainConfig())
     labelled = targets.any(axis=1)
 
     def fit_labelled(train, columns):

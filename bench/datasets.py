@@ -220,12 +220,13 @@ def features_of(paths: Sequence[str], extractor, cache, log=print) -> list:
     DataError
         A file cannot be decoded: a benchmark needs every track.
     """
+    from genre_cnn_core import RunConfig
     from genre_cnn_core.extract import extract_features
 
     started = time.perf_counter()
     found = [None] * len(paths)
     # threading with one job computes here, on one thread (the machine is shared).
-    for index, array, error in extract_features(paths, extractor, cache, n_jobs=1, backend="threading"):
+    for index, array, error in extract_features(paths, extractor, RunConfig(cache, device="cpu", backend="threading")):
         if error:
             raise DataError(f"{paths[index]}: {error}")
         found[index] = array

@@ -2,13 +2,19 @@
 
 The core of cnngenre; it knows nothing of beets. Typical use::
 
-    from genre_cnn_core import DEFAULT_MODEL, FeatureCache, GenreModel, predict_files
+    from genre_cnn_core import DEFAULT_MODEL, FeatureCache, GenreModel, RunConfig, predict_files
     model = GenreModel.load(DEFAULT_MODEL)
-    for result in predict_files(model, paths, n_jobs=2, cache=FeatureCache("/tmp/cache")):
+    for result in predict_files(model, paths, run=RunConfig(n_jobs=2, cache=FeatureCache("/tmp/cache"))):
         print(result.index, result.selected())
 """
 
 import importlib
+
+#: The rule that decides the genres a track is given (:func:`select_genres`),
+#: by default: those at or above ``THRESHOLD``, at most ``TOP_K``. Here, not
+#: in :mod:`.metrics`, so that the plugin's defaults read them without numpy.
+THRESHOLD = 0.5
+TOP_K = 3
 
 #: Public names and the submodule that defines each. They are imported on
 #: first use, so a feature-extraction worker that needs only audio and
@@ -28,8 +34,8 @@ _EXPORTS = {
     "TrainingError": "pipeline", "audio_ids": "extract", "evaluate_files": "pipeline", "judge_album": "pipeline",
     "judge_files": "pipeline", "predict_files": "pipeline", "train_on_files": "pipeline",
     "matplotlib_available": "plots", "save_confusion_matrix": "plots", "save_training_curve": "plots",
-    "BACKENDS": "runtime", "available_cores": "runtime", "dask_client": "runtime", "is_device_name": "runtime",
-    "resolve_device": "runtime", "worker_count": "runtime",
+    "BACKENDS": "runtime", "RunConfig": "runtime", "available_cores": "runtime", "dask_client": "runtime",
+    "is_device_name": "runtime", "resolve_device": "runtime", "worker_count": "runtime",
     "TagWriteRefused": "tagwrite", "write_tags": "tagwrite",
 }
 

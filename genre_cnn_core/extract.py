@@ -21,6 +21,7 @@ from . import runtime
 from .audio import AudioError
 from .cache import FeatureCache
 from .container import audio_identity
+from .runtime import RunConfig
 
 
 def _compute_batch(extractor, cache: FeatureCache, batch: list) -> list:
@@ -50,12 +51,9 @@ def _compute_batch(extractor, cache: FeatureCache, batch: list) -> list:
 def extract_features(
     paths: Sequence,
     extractor,
-    cache: FeatureCache | None = None,
-    n_jobs: int = 1,
+    run: RunConfig | None = None,
     batch_size: int = 4,
-    progress: bool = False,
     description: str = "features",
-    backend: str = "loky",
     identities: Sequence | None = None,
 ) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
     """Features of many files, from the cache or computed in parallel.
@@ -65,23 +63,16 @@ def extract_features(
     paths : sequence of str or bytes
         Absolute paths of audio files.
     extractor : genre_cnn_core.backbones.Extractor
-    cache : FeatureCache, optional
-        Reused entries skip decoding; new ones are stored by the workers.
-        Entries are found by each file's audio id, so tag writes and moves
-        keep hitting them.
-    n_jobs : int
-        Workers; 1 computes in this process, 0 uses every core, and more
-        than the cores are not started (see :func:`runtime.worker_count`).
+    run : RunConfig, optional
+        Its cache's entries skip decoding, and new ones are stored by the
+        workers; entries are found by each file's audio id, so tag writes
+        and moves keep hitting them. Its workers and backend run the rest
+        (:func:`runtime.map_batches`); more workers than cores are not
+        started (:func:`runtime.worker_count`).
     batch_size : int
         Tracks per task: one task runs one batched forward pass.
-    progress : bool
-        Show a progress bar on stderr.
     description : str
         Label of the progress bar.
-    backend : {"loky", "threading", "dask"}
-        Where the work runs (see :func:`runtime.map_batches`). ``"dask"``
-        runs on the Dask cluster of the active ``distributed.Client`` (see
-        :func:`runtime.dask_client`).
     identities : sequence, optional
         Audio ids of the files (:func:`genre_cnn_core.container.audio_identity`),
         when the caller has them already.
@@ -95,10 +86,11 @@ def extract_features(
     """
     from tqdm import tqdm
 
-    cache = cache or FeatureCache(None)
+    run = run or RunConfig()
+    cache = run.cache or FeatureCache(None)
     namespace = extractor.namespace()
     bar = tqdm(total=len(paths), desc=description, unit="track", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True, leave=False)
+               disable=not run.progress, dynamic_ncols=True, leave=False)
     todo = []
     with bar:
         for index, path in enumerate(paths):
@@ -115,19 +107,19 @@ def extract_features(
                 yield index, features, None
         if not todo:
             return
-        workers = runtime.worker_count(n_jobs, len(todo))
+        workers = runtime.worker_count(run.n_jobs, len(todo))
         # Small runs still give every worker a share.
         batch_size = max(1, min(batch_size, -(-len(todo) // workers)))
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
         compute = functools.partial(_compute_batch, extractor, cache)
-        with contextlib.closing(runtime.map_batches(compute, batches, workers, backend)) as results:
+        with contextlib.closing(runtime.map_batches(compute, batches, workers, run.backend)) as results:
             for batch, rows, died in results:
                 if died is not None:
                     reason = (f"the worker process died while decoding this file, {died.cause}: "
                               "out of memory, or a crashing decoder; skipped")
                     rows = [(index, None, reason) for index, _, _ in batch]
                 for index, features, error in rows:
-                    if error == "file not found" and backend == "dask" and os.path.exists(paths[index]):
+                    if error == "file not found" and run.backend == "dask" and os.path.exists(paths[index]):
                         error = ("file not found on a Dask worker, though this machine has it: workers need "
                                  "the audio at the same paths (shared storage)")
                     bar.update()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import THRESHOLD, TOP_K
+
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Logistic function, without overflow for large negative inputs."""
@@ -21,7 +23,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def select_genres(probabilities: np.ndarray, threshold: float = 0.5, top_k: int = 3) -> list[int]:
+def select_genres(probabilities: np.ndarray, threshold: float = THRESHOLD, top_k: int = TOP_K) -> list[int]:
     """The genres a track is given: those at or above ``threshold``, best first.
 
     At most ``top_k``, and never none: the most probable (primary) genre
@@ -122,7 +124,7 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float | None
 
 
 def genre_report(truth: np.ndarray, probabilities: np.ndarray, genres, first: np.ndarray,
-                 threshold: float = 0.5, top_k: int = 3) -> dict:
+                 threshold: float = THRESHOLD, top_k: int = TOP_K) -> dict:
     """Multi-label and primary-genre scores of predictions against tags.
 
     Parameters

@@ -4,7 +4,7 @@ This is the whole product without beets: the plugin maps library items
 onto these functions, and a notebook can call them on a folder::
 
     model, choice, failures = train_on_files(paths, genres, artists)
-    for result in predict_files(model, other_paths, n_jobs=2):
+    for result in predict_files(model, other_paths, run=RunConfig(n_jobs=2)):
         print(result.index, result.selected())
 """
 
@@ -19,13 +19,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from . import THRESHOLD, TOP_K
 from .backbones import TrainConfig, get_backbone
-from .cache import FeatureCache
 from .extract import audio_ids, extract_features
 from .genres import LabelChoice, Taxonomy, choose_labels, genre_key
 from .metrics import genre_report, select_genres
 from .model import GenreModel
-from .runtime import compute_threads, resolve_device
+from .runtime import RunConfig, compute_threads, worker_count
 
 #: The model shipped in the package, used until the user trains one.
 DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "data", "default_model.pt")
@@ -57,7 +57,7 @@ class Prediction:
     genres: Sequence[str]
     tags: list = dataclasses.field(default_factory=list)
 
-    def selected(self, threshold: float = 0.5, top_k: int = 3) -> list[tuple[str, float]]:
+    def selected(self, threshold: float = THRESHOLD, top_k: int = TOP_K) -> list[tuple[str, float]]:
         """The genres the track is given (:func:`genre_cnn_core.metrics.select_genres`), with probabilities."""
         return [(self.genres[c], float(self.probabilities[c]))
                 for c in select_genres(self.probabilities, threshold, top_k)]
@@ -85,11 +85,8 @@ def train_on_files(
     min_tracks: int = 10,
     max_genres: int | None = None,
     config: TrainConfig | None = None,
-    cache: FeatureCache | None = None,
-    n_jobs: int = 1,
-    progress: bool = False,
+    run: RunConfig | None = None,
     log=print,
-    backend: str = "loky",
 ) -> tuple[GenreModel, LabelChoice, list[Failure]]:
     """Train a genre model on tagged audio files.
 
@@ -111,15 +108,10 @@ def train_on_files(
     min_tracks, max_genres : int
         See :func:`genre_cnn_core.genres.choose_labels`.
     config : TrainConfig, optional
-    cache : FeatureCache, optional
-    n_jobs : int
-        Feature-extraction worker processes.
-    progress : bool
-        Progress bar on stderr.
+    run : RunConfig, optional
+        Cache, workers, device and progress bar (:class:`~genre_cnn_core.runtime.RunConfig`).
     log : callable
         Receives one line of text at a time.
-    backend : str
-        Where extraction runs (:mod:`genre_cnn_core.runtime`).
 
     Returns
     -------
@@ -132,6 +124,7 @@ def train_on_files(
     """
     started = time.perf_counter()
     config = config or TrainConfig()
+    run = run or RunConfig()
     try:
         chosen_backbone = get_backbone(backbone)
     except ValueError as error:
@@ -140,12 +133,11 @@ def train_on_files(
     _check_genres(choice, min_tracks)
     chosen = choice.used()
     identities = audio_ids([paths[i] for i in chosen])
-    extractor = chosen_backbone.extractor(chosen_backbone.default_settings, resolve_device(config.device))
+    extractor = chosen_backbone.extractor(chosen_backbone.default_settings, run.device)
     features: dict = {}
     failures = []
-    for position, array, error in extract_features([paths[i] for i in chosen], extractor, cache, n_jobs,
-                                                   progress=progress, description="features", backend=backend,
-                                                   identities=identities):
+    for position, array, error in extract_features([paths[i] for i in chosen], extractor, run,
+                                                   description="features", identities=identities):
         if error:
             failures.append(Failure(chosen[position], error))
         else:
@@ -163,7 +155,7 @@ def train_on_files(
               for p in used]
     genres = [choice.genres[c] for c in learned]
     trained = chosen_backbone.train([features[p] for p in used], targets, strata, groups, extractor.settings,
-                                    config, log)
+                                    config, log, run.device)
     report = None
     if len(trained.heldout):
         report = genre_report(targets[trained.heldout], trained.heldout_probabilities, genres,
@@ -216,13 +208,9 @@ def evaluate_files(
     paths: Sequence,
     track_genres: Sequence,
     taxonomy: Taxonomy | None = None,
-    cache: FeatureCache | None = None,
-    n_jobs: int = 1,
-    device: str = "cpu",
-    progress: bool = False,
-    backend: str = "loky",
-    threshold: float = 0.5,
-    top_k: int = 3,
+    run: RunConfig | None = None,
+    threshold: float = THRESHOLD,
+    top_k: int = TOP_K,
 ) -> tuple[dict | None, dict]:
     """Evaluate a model on tagged files it was not trained on.
 
@@ -237,6 +225,7 @@ def evaluate_files(
         when no file counts), and counts of the files ``used``,
         ``trained_on``, ``other_genre`` and ``failed``.
     """
+    run = run or RunConfig()
     seen = model.trained_on
     counts = {"used": 0, "trained_on": 0, "other_genre": 0, "failed": 0}
     chosen, truths = [], []
@@ -251,9 +240,8 @@ def evaluate_files(
             chosen.append(i)
             truths.append(known)
     features, rows = [], []
-    for position, array, error in extract_features([paths[i] for i in chosen], model.extractor(device), cache,
-                                                   n_jobs, progress=progress, description="evaluate",
-                                                   backend=backend, identities=[identities[i] for i in chosen]):
+    for position, array, error in extract_features([paths[i] for i in chosen], model.extractor(run.device), run,
+                                                   description="evaluate", identities=[identities[i] for i in chosen]):
         if error:
             counts["failed"] += 1
         else:
@@ -265,7 +253,7 @@ def evaluate_files(
     truth = np.zeros((len(rows), len(model.genres)), dtype=bool)
     for row, known in enumerate(rows):
         truth[row, known] = True
-    report = genre_report(truth, model.predict_proba(features, device), model.genres,
+    report = genre_report(truth, model.predict_proba(features, run.device), model.genres,
                           np.array([known[0] for known in rows]), threshold, top_k)
     return report, counts
 
@@ -341,11 +329,7 @@ def judge_files(
     paths: Sequence,
     track_genres: Sequence,
     taxonomy: Taxonomy | None = None,
-    cache: FeatureCache | None = None,
-    n_jobs: int = 1,
-    device: str = "cpu",
-    progress: bool = False,
-    backend: str = "loky",
+    run: RunConfig | None = None,
 ) -> Iterator[Judgement | Failure]:
     """Judge how strongly each track's audio contradicts its genre tags.
 
@@ -375,8 +359,8 @@ def judge_files(
             yield Judgement(i, None, [], None, "trained on")
         else:
             to_predict.append(i)
-    for result in predict_files(model, [paths[i] for i in to_predict], cache=cache, n_jobs=n_jobs, device=device,
-                                progress=progress, backend=backend, identities=[identities[i] for i in to_predict]):
+    for result in predict_files(model, [paths[i] for i in to_predict], run=run,
+                                identities=[identities[i] for i in to_predict]):
         i = to_predict[result.index]
         if isinstance(result, Failure):
             yield Failure(i, result.reason)
@@ -388,12 +372,8 @@ def predict_files(
     model: GenreModel,
     paths: Sequence,
     tag_threshold: float | None = None,
-    cache: FeatureCache | None = None,
-    n_jobs: int = 1,
-    device: str = "cpu",
-    progress: bool = False,
+    run: RunConfig | None = None,
     batch_tracks: int = 64,
-    backend: str = "loky",
     identities: Sequence | None = None,
 ) -> Iterator[Prediction | Failure]:
     """Predict the genres of audio files.
@@ -405,17 +385,10 @@ def predict_files(
     tag_threshold : float or None
         With a backbone that has tags (musicnn), also report the tags at
         or above this probability; None skips tags.
-    cache : FeatureCache, optional
-    n_jobs : int
-        Worker processes for decoding and feature extraction.
-    device : str
-        Where the networks run: ``"cpu"`` or ``"cuda"``.
-    progress : bool
-        Progress bar on stderr.
+    run : RunConfig, optional
+        Cache, workers, device and progress bar (:class:`~genre_cnn_core.runtime.RunConfig`).
     batch_tracks : int
         Tracks per evaluation of the genre head.
-    backend : str
-        Where extraction runs (:mod:`genre_cnn_core.runtime`).
     identities : sequence, optional
         The files' audio ids (:func:`audio_ids`) when the caller has them; by
         default they are read as the cache needs them.
@@ -426,12 +399,13 @@ def predict_files(
         One per path, in completion order. A track whose scores are not
         finite is a Failure, never a Prediction.
     """
+    run = run or RunConfig()
     backbone = get_backbone(model.backbone)
     tag_names = backbone.tag_names() if tag_threshold is not None else []
     pending: list = []
 
     def flush():
-        probabilities = model.predict_proba([f for _, f in pending], device)
+        probabilities = model.predict_proba([f for _, f in pending], run.device)
         for (index, features), row in zip(pending, probabilities):
             if not np.isfinite(row).all():
                 yield Failure(index, "the model gave non-finite scores for this audio")
@@ -445,10 +419,10 @@ def predict_files(
 
     # With workers, the genre head here gets one thread: threads waiting on each other while workers
     # hold the cores slowed it by an order of magnitude, and the workers do the heavy part.
-    with compute_threads(1) if n_jobs != 1 and device == "cpu" else contextlib.nullcontext():
-        for index, features, error in extract_features(paths, model.extractor(device), cache, n_jobs,
-                                                       progress=progress, description="cnngenre", backend=backend,
-                                                       identities=identities):
+    parallel = worker_count(run.n_jobs, len(paths)) > 1
+    with compute_threads(1) if parallel and run.device == "cpu" else contextlib.nullcontext():
+        for index, features, error in extract_features(paths, model.extractor(run.device), run,
+                                                       description="cnngenre", identities=identities):
             if error:
                 yield Failure(index, error)
                 continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import dataclasses
 import functools
 import os
 import re
@@ -181,6 +182,59 @@ def dask_client(scheduler: str | None = None):
     if scheduler and os.path.exists(scheduler):
         return Client(scheduler_file=scheduler)
     return Client(scheduler) if scheduler else Client()
+
+
+# ------------------------------------------------------------ run configuration
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """How work runs: the same for training, evaluation, judging and prediction.
+
+    Made once (the plugin makes it from its settings) and handed to
+    :func:`~genre_cnn_core.pipeline.train_on_files`,
+    :func:`~genre_cnn_core.pipeline.evaluate_files`,
+    :func:`~genre_cnn_core.pipeline.judge_files` and
+    :func:`~genre_cnn_core.pipeline.predict_files`; the defaults suit a
+    notebook: no cache, this process, a GPU if PyTorch sees one, no progress bar.
+
+    Attributes
+    ----------
+    cache : FeatureCache or None
+        Where features are reused and stored (:class:`~genre_cnn_core.cache.FeatureCache`); None: nowhere.
+    n_jobs : int
+        Worker processes (see :func:`worker_count`): 0 is one per core,
+        1 computes in this process.
+    device : str
+        Where the networks run. ``"auto"`` and the CUDA names are resolved
+        (:func:`resolve_device`) when the configuration is made, once.
+    progress : bool
+        A progress bar on stderr.
+    backend : str
+        Where extraction runs, one of :data:`BACKENDS` (:func:`map_batches`);
+        ``"dask"`` uses the active ``distributed.Client`` (:func:`dask_client`).
+
+    Raises
+    ------
+    ValueError
+        An unknown device or backend, or a negative ``n_jobs``.
+    RuntimeError
+        A CUDA device asked for that PyTorch does not see.
+    """
+
+    cache: object = None
+    n_jobs: int = 1
+    device: str = "auto"
+    progress: bool = False
+    backend: str = "loky"
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; one of {', '.join(BACKENDS)}")
+        if self.n_jobs is not None and self.n_jobs < 0:
+            raise ValueError(f"n_jobs must be 0 (one worker per core) or a positive number of workers, "
+                             f"not {self.n_jobs}")
+        object.__setattr__(self, "device", resolve_device(self.device))
 
 
 # ------------------------------------------------------------ executors

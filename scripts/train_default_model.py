@@ -16,7 +16,7 @@ import csv
 import os
 import sys
 
-from genre_cnn_core import DEFAULT_MODEL, FeatureCache, TrainConfig, format_report, train_on_files
+from genre_cnn_core import DEFAULT_MODEL, FeatureCache, RunConfig, format_report, train_on_files
 
 
 def main(argv=None):
@@ -33,8 +33,8 @@ def main(argv=None):
     paths = [os.path.join(root, row["path"]) for row in rows]
     model, choice, failures = train_on_files(
         paths, [row["genre"] for row in rows], artists=[row["artist_group"] for row in rows],
-        backbone="musicnn", min_tracks=5, config=TrainConfig(device="cpu"), cache=FeatureCache(args.cache),
-        n_jobs=args.jobs, progress=True, log=print)
+        backbone="musicnn", min_tracks=5,
+        run=RunConfig(cache=FeatureCache(args.cache), n_jobs=args.jobs, device="cpu", progress=True), log=print)
     if failures:
         sys.exit(f"{len(failures)} files failed: {failures[0].reason}")
     model.metadata["name"] = "default-gtzan10"

@@ -1,6 +1,6 @@
 import pytest
 
-from genre_cnn_core import FeatureCache, TrainConfig, train_on_files
+from genre_cnn_core import FeatureCache, RunConfig, TrainConfig, train_on_files
 
 from synth import make_library_files
 
@@ -31,7 +31,7 @@ def scratch_model(library_files, feature_cache):
     genres = [g for _, g in library_files]
     artists = [f"{g} artist {i // 2}" for i, (_, g) in enumerate(library_files)]
     model, _, failures = train_on_files(paths, genres, artists, backbone="scratch", min_tracks=4,
-                                        config=TrainConfig(epochs=15, minutes=2), cache=feature_cache,
+                                        config=TrainConfig(epochs=15, minutes=2), run=RunConfig(feature_cache),
                                         log=lambda line: None)
     assert not failures
     return model

@@ -2,6 +2,7 @@ import os
 
 import numpy as np
 
+from genre_cnn_core import RunConfig
 from genre_cnn_core.backbones.scratch import LogMelExtractor
 from genre_cnn_core.cache import FeatureCache
 from genre_cnn_core.container import audio_identity
@@ -26,7 +27,7 @@ def test_cache_reuses_entries_keyed_by_audio_and_settings(library_files, tmp_pat
     cache = FeatureCache(str(tmp_path / "cache"))
     path = str(library_files[0][0])
     extractor = LogMelExtractor(FeatureSettings(excerpt_seconds=2.0, n_excerpts=2))
-    [(_, first, error)] = list(extract_features([path], extractor, cache))
+    [(_, first, error)] = list(extract_features([path], extractor, RunConfig(cache)))
     assert error is None and first.dtype == np.float16
     namespace = extractor.namespace()
     key = cache.key(audio_identity(path), namespace)
@@ -35,14 +36,14 @@ def test_cache_reuses_entries_keyed_by_audio_and_settings(library_files, tmp_pat
     assert cache.size() == (1, os.path.getsize(cache._file(key)))
     # An entry is only ever what it was made for: asked for as something else, it is dropped.
     assert cache.load(key, {**namespace, "n_mels": 64}) is None and cache.size() == (0, 0)
-    [(_, first, error)] = list(extract_features([path], extractor, cache))
+    [(_, first, error)] = list(extract_features([path], extractor, RunConfig(cache)))
 
     # A damaged entry is dropped and recomputed, not trusted.
     entry = cache._file(key)
     with open(entry, "r+b") as handle:
         handle.truncate(40)
     assert cache.load(key, namespace) is None
-    [(_, again, _)] = list(extract_features([path], extractor, cache))
+    [(_, again, _)] = list(extract_features([path], extractor, RunConfig(cache)))
     assert np.array_equal(again, first)
     assert not [p for p in (tmp_path / "cache").rglob(".tmp-*")]
 
@@ -62,7 +63,7 @@ def test_foreign_zeroed_and_misshapen_entries_are_recomputed(library_files, tmp_
     extractor = LogMelExtractor(FeatureSettings(excerpt_seconds=2.0, n_excerpts=2))
     namespace = extractor.namespace()
     paths = [str(p) for p, _ in library_files[:2]]
-    features = {i: f for i, f, _ in extract_features(paths, extractor, cache)}
+    features = {i: f for i, f, _ in extract_features(paths, extractor, RunConfig(cache))}
     keys = [cache.key(audio_identity(p), namespace) for p in paths]
 
     # Another track's entry copied under this track's name: its header says whose it is.
@@ -78,7 +79,7 @@ def test_foreign_zeroed_and_misshapen_entries_are_recomputed(library_files, tmp_
     assert cache.load(keys[0], namespace) is None
     # A well-formed entry of the wrong shape is refused by the extractor and recomputed.
     cache.store(keys[0], namespace, np.zeros((2, 96, 7), np.float16))
-    [(_, again, error)] = list(extract_features(paths[:1], extractor, cache))
+    [(_, again, error)] = list(extract_features(paths[:1], extractor, RunConfig(cache)))
     assert error is None and np.array_equal(again, features[0])
     assert np.array_equal(cache.load(keys[0], namespace), features[0])
 
@@ -90,20 +91,20 @@ def test_a_file_replaced_by_other_audio_with_the_same_size_and_mtime_misses(libr
     extractor = LogMelExtractor(FeatureSettings(excerpt_seconds=2.0, n_excerpts=1))
     path = tmp_path / "track.wav"
     shutil.copy(library_files[3][0], path)  # WAV: same size for every synthetic track of one length
-    [(_, first, _)] = list(extract_features([str(path)], extractor, cache))
+    [(_, first, _)] = list(extract_features([str(path)], extractor, RunConfig(cache)))
     stat = os.stat(path)
     other = library_files[7][0]
     assert os.path.getsize(other) == stat.st_size
     shutil.copy(other, path)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    [(_, second, _)] = list(extract_features([str(path)], extractor, cache))
+    [(_, second, _)] = list(extract_features([str(path)], extractor, RunConfig(cache)))
     assert not np.array_equal(first, second)
 
 
 def test_disabled_cache_writes_nothing(library_files, tmp_path):
     cache = FeatureCache(None)
     extractor = LogMelExtractor(FeatureSettings(excerpt_seconds=2.0, n_excerpts=1))
-    [(_, features, _)] = list(extract_features([str(library_files[0][0])], extractor, cache))
+    [(_, features, _)] = list(extract_features([str(library_files[0][0])], extractor, RunConfig(cache)))
     assert features is not None and not cache.enabled and cache.size() == (0, 0)
 
 
@@ -119,8 +120,8 @@ def test_parallel_extraction_matches_serial_and_reports_bad_files(library_files,
     bad.write_bytes(b"fLaC" + b"\0" * 100)
     paths = [str(p) for p, _ in library_files[:4]] + [str(bad)]
     extractor = LogMelExtractor(FeatureSettings(excerpt_seconds=2.0, n_excerpts=1))
-    serial = {i: (f, e) for i, f, e in extract_features(paths, extractor, n_jobs=1)}
-    parallel = {i: (f, e) for i, f, e in extract_features(paths, extractor, n_jobs=2)}
+    serial = {i: (f, e) for i, f, e in extract_features(paths, extractor, RunConfig(n_jobs=1))}
+    parallel = {i: (f, e) for i, f, e in extract_features(paths, extractor, RunConfig(n_jobs=2))}
     assert sorted(parallel) == list(range(5))
     for i in range(4):
         assert serial[i][1] is None and np.array_equal(serial[i][0], parallel[i][0])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from beets.test.helper import ImportHelper, PluginMixin
 
-from genre_cnn_core import GenreModel, predict_files
+from genre_cnn_core import GenreModel, RunConfig, predict_files
 
 
 class ImportHookHelper(PluginMixin, ImportHelper):
@@ -100,8 +100,9 @@ def test_forced_cpu_and_threading_backend_match_loky(scratch_model_path, library
     model = GenreModel.load(scratch_model_path)
     paths = [str(p) for p, _ in library_files[:6]]
 
-    def run(**kwargs):
-        return {r.index: dict(r.ranked()) for r in predict_files(model, paths, n_jobs=2, device="cpu", **kwargs)}
+    def run(backend):
+        config = RunConfig(n_jobs=2, device="cpu", backend=backend)
+        return {r.index: dict(r.ranked()) for r in predict_files(model, paths, run=config)}
 
     loky, threads = run(backend="loky"), run(backend="threading")
     assert loky.keys() == threads.keys() == set(range(6))
@@ -117,7 +118,7 @@ def test_dask_local_cluster_gives_the_same_predictions(scratch_model_path, libra
     hidden.mkdir()
     shutil.copy(library_files[6][0], hidden / "track.wav")
     paths = [str(p) for p, _ in library_files[:6]] + [str(tmp_path / "missing.wav"), str(hidden / "track.wav")]
-    loky = {r.index: r for r in predict_files(model, paths[:7], n_jobs=2)}
+    loky = {r.index: r for r in predict_files(model, paths[:7], run=RunConfig(n_jobs=2))}
 
     def hide_folder_on_worker():
         # The workers' storage lacks this folder, which the client has.
@@ -133,7 +134,7 @@ def test_dask_local_cluster_gives_the_same_predictions(scratch_model_path, libra
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         client.run(hide_folder_on_worker)
-        dask = {r.index: r for r in predict_files(model, paths, n_jobs=2, backend="dask")}
+        dask = {r.index: r for r in predict_files(model, paths, run=RunConfig(n_jobs=2, backend="dask"))}
     assert dask.keys() == set(range(8)) and loky.keys() == set(range(7))
     for i in range(6):
         assert [g for g, _ in dask[i].ranked()] == [g for g, _ in loky[i].ranked()]
@@ -147,8 +148,8 @@ def test_dask_local_cluster_gives_the_same_predictions(scratch_model_path, libra
 def test_cuda_predictions_match_cpu(scratch_model_path, library_files):
     model = GenreModel.load(scratch_model_path)
     paths = [str(p) for p, _ in library_files[:4]]
-    cpu = {r.index: dict(r.ranked()) for r in predict_files(model, paths, device="cpu")}
-    gpu = {r.index: dict(r.ranked()) for r in predict_files(model, paths, device="cuda")}
+    cpu = {r.index: dict(r.ranked()) for r in predict_files(model, paths, run=RunConfig(device="cpu"))}
+    gpu = {r.index: dict(r.ranked()) for r in predict_files(model, paths, run=RunConfig(device="cuda"))}
     for i in cpu:
         for genre, score in cpu[i].items():
             assert abs(gpu[i][genre] - score) < 1e-3
@@ -163,7 +164,7 @@ def test_parallel_prediction_gives_the_genre_network_one_thread_and_restores_it(
     before = torch.get_num_threads()
     torch.set_num_threads(3)
     try:
-        seen = [torch.get_num_threads() for _ in predict_files(model, paths, n_jobs=2, batch_tracks=2)]
+        seen = [torch.get_num_threads() for _ in predict_files(model, paths, run=RunConfig(n_jobs=2), batch_tracks=2)]
         assert seen == [1] * 4
         assert torch.get_num_threads() == 3
     finally:
@@ -176,7 +177,7 @@ def test_cuda_trains_the_scratch_cnn_with_mixed_precision(library_files, feature
 
     paths = [str(p) for p, _ in library_files]
     model, _, failures = train_on_files(paths, [g for _, g in library_files], backbone="scratch", min_tracks=4,
-                                        config=TrainConfig(epochs=3, device="cuda"), cache=feature_cache,
+                                        config=TrainConfig(epochs=3), run=RunConfig(feature_cache, device="cuda"),
                                         log=lambda line: None)
     assert not failures and model.metadata["device"] == "cuda"
     probabilities = model.predict_proba([np.zeros((1, 96, 400), np.float16)])

@@ -5,7 +5,7 @@ import pytest
 from beets.library import Item
 from beets.test.helper import PluginTestHelper
 
-from genre_cnn_core import DEFAULT_MODEL, GenreModel, TrainConfig, predict_files, train_on_files
+from genre_cnn_core import DEFAULT_MODEL, GenreModel, RunConfig, TrainConfig, predict_files, train_on_files
 from genre_cnn_core.backbones.musicnn import MusicnnBackbone, MusicnnExtractor
 from genre_cnn_core.extract import extract_features
 
@@ -17,7 +17,7 @@ def musicnn_model(library_files, feature_cache):
     paths = [str(p) for p, _ in library_files]
     artists = [f"{g} artist {i // 2}" for i, (_, g) in enumerate(library_files)]
     model, _, failures = train_on_files(paths, [g for _, g in library_files], artists, backbone="musicnn",
-                                        min_tracks=4, config=TrainConfig(), cache=feature_cache)
+                                        min_tracks=4, config=TrainConfig(), run=RunConfig(feature_cache))
     assert not failures
     return model
 

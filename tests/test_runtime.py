@@ -14,7 +14,7 @@ import pytest
 from processes import processes_with
 
 import genre_cnn_core
-from genre_cnn_core import FeatureCache, runtime
+from genre_cnn_core import FeatureCache, RunConfig, runtime
 from genre_cnn_core.backbones.scratch import LogMelExtractor
 from genre_cnn_core.extract import extract_features
 from genre_cnn_core.features import FeatureSettings
@@ -173,7 +173,7 @@ def test_extract_features_reports_the_poison_file_and_computes_the_others(tmp_pa
         paths.append(str(path))
     extractor = PoisonExtractor(FeatureSettings(excerpt_seconds=1.0, n_excerpts=1), protected=os.getpid())
     cache = FeatureCache(str(tmp_path / "cache"))
-    rows = list(extract_features(paths, extractor, cache, n_jobs=2, batch_size=3))
+    rows = list(extract_features(paths, extractor, RunConfig(cache, n_jobs=2), batch_size=3))
     assert sorted(index for index, _, _ in rows) == list(range(8))
     for index, features, error in rows:
         if index == 5:

@@ -11,6 +11,7 @@ imported until the command runs, so every other ``beet`` command stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import signal
@@ -63,6 +64,7 @@ class CnnGenrePlugin(BeetsPlugin):
         super().__init__()
         self.config.add(DEFAULTS)
         self._model = None
+        self._run = None  # (settings, RunConfig) of the command running
         self._dask = None
         self._said = set()
         self._import_disabled = False
@@ -120,32 +122,28 @@ class CnnGenrePlugin(BeetsPlugin):
                           cache.problem)
         return cache
 
-    def jobs(self, settings: Settings, tasks: int = 10**9) -> int:
-        from genre_cnn_core import available_cores, worker_count
+    def run_config(self, settings: Settings):
+        """How the work runs (:class:`genre_cnn_core.RunConfig`), made once per command (and import session):
+        the cache, the workers, the device resolved, the Dask scheduler connected."""
+        from genre_cnn_core import RunConfig, available_cores, dask_client
 
-        cores = available_cores()  # the count worker_count caps at (affinity and container limits)
+        if self._run is not None and self._run[0] == settings:
+            return self._run[1]
+        cores = available_cores()  # the count the workers are capped at (affinity and container limits)
         if settings.jobs > cores:
             self.say_once("-j {} asks for more workers than the {} cores: using {}", settings.jobs, cores, cores)
-        return worker_count(settings.jobs, tasks, cores)
-
-    def backend(self, settings: Settings) -> str:
-        """The extraction backend; for ``dask``, connected to the scheduler once."""
         if settings.backend == "dask" and self._dask is None:
-            from genre_cnn_core import dask_client
-
             try:
                 self._dask = dask_client(settings.dask_scheduler or None)
             except (RuntimeError, OSError) as error:
                 raise ui.UserError(f"cannot use the dask backend: {error}") from None
-        return settings.backend
-
-    def device(self, settings: Settings) -> str:
-        from genre_cnn_core import resolve_device
-
         try:
-            return resolve_device(settings.device)
+            run = RunConfig(cache=self.cache(settings), n_jobs=min(settings.jobs, cores), device=settings.device,
+                            progress=sys.stderr.isatty(), backend=settings.backend)
         except (RuntimeError, ValueError) as error:
             raise ui.UserError(f"cnngenre: {error}") from None
+        self._run = (settings, run)
+        return run
 
     # ------------------------------------------------------------ command
 
@@ -286,7 +284,8 @@ class CnnGenrePlugin(BeetsPlugin):
         folder = os.path.dirname(settings.model)
         if settings.model_given and not opts.pretend and not os.path.isdir(folder):
             raise ui.UserError(f"cnngenre: cannot save the model to {settings.model}: no folder {folder}")
-        train_config = TrainConfig(epochs=settings.epochs, minutes=settings.minutes, device=self.device(settings))
+        run = self.run_config(settings)
+        train_config = TrainConfig(epochs=settings.epochs, minutes=settings.minutes)
         ui.print_(f"cnngenre: training a {settings.backbone} model on {len(items)} tagged items")
         model, choice, failures = train_on_files(
             [str(item.filepath) for item in items],
@@ -297,11 +296,8 @@ class CnnGenrePlugin(BeetsPlugin):
             min_tracks=settings.min_tracks,
             max_genres=settings.max_genres or None,
             config=train_config,
-            cache=self.cache(settings),
-            n_jobs=self.jobs(settings, len(items)),
-            progress=sys.stderr.isatty(),
+            run=run,
             log=lambda line: self._log.info("{}", line),
-            backend=self.backend(settings),
         )
         for failure in failures:
             self._log.warning("{}: {}", items[failure.index].filepath, failure.reason)
@@ -356,12 +352,9 @@ class CnnGenrePlugin(BeetsPlugin):
 
         model = self.model(settings)
         items, genres = self.tagged_items(lib, args, opts.album, settings)
-        device = self.device(settings)
         report, counts = evaluate_files(
-            model, [str(item.filepath) for item in items], genres,
-            taxonomy=self.taxonomy(settings), cache=self.cache(settings), n_jobs=self.jobs(settings, len(items)),
-            device=device, progress=sys.stderr.isatty(), backend=self.backend(settings),
-            threshold=settings.threshold, top_k=settings.top_k)
+            model, [str(item.filepath) for item in items], genres, taxonomy=self.taxonomy(settings),
+            run=self.run_config(settings), threshold=settings.threshold, top_k=settings.top_k)
         ui.print_(f"cnngenre: evaluating {model.model_id} on {counts['used']} items; left out: "
                   f"{counts['trained_on']} it was trained on, {counts['other_genre']} with other genres, "
                   f"{counts['failed']} that failed to decode")
@@ -409,12 +402,11 @@ class CnnGenrePlugin(BeetsPlugin):
         failed = 0
         try:
             if todo:
-                device = self.device(settings)
+                run = self.run_config(settings)
                 results = predict_files(
                     model, [str(item.filepath) for item in todo],
-                    tag_threshold=settings.tag_threshold if settings.tags else None, cache=self.cache(settings),
-                    n_jobs=self.jobs(settings, len(todo)), device=device,
-                    progress=not quiet and sys.stderr.isatty(), backend=self.backend(settings))
+                    tag_threshold=settings.tag_threshold if settings.tags else None,
+                    run=dataclasses.replace(run, progress=False) if quiet else run)
                 for result in results:
                     item = todo[result.index]
                     if isinstance(result, Failure):
@@ -483,9 +475,7 @@ class CnnGenrePlugin(BeetsPlugin):
         failed = 0
         for result in judge_files(model, [str(item.filepath) for item in items],
                                   [self.training_genres(item, settings) for item in items], taxonomy=taxonomy,
-                                  cache=self.cache(settings), n_jobs=self.jobs(settings, len(items)),
-                                  device=self.device(settings), progress=sys.stderr.isatty(),
-                                  backend=self.backend(settings)):
+                                  run=self.run_config(settings)):
             if isinstance(result, Failure):
                 failed += 1
                 self._log.warning("{}: {}", items[result.index].filepath, result.reason)

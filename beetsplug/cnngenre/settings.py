@@ -8,6 +8,8 @@ import os
 import confuse
 from beets import config
 
+from genre_cnn_core import THRESHOLD, TOP_K
+
 DEFAULTS = {
     "auto": True,
     "model": "",
@@ -18,8 +20,8 @@ DEFAULTS = {
     "backend": "loky",
     "dask_scheduler": "",
     "device": "auto",
-    "top_k": 3,
-    "threshold": 0.5,
+    "top_k": TOP_K,
+    "threshold": THRESHOLD,
     "apply_genres": False,
     "train_on_applied": False,
     "tags": True,

@@ -65,8 +65,6 @@ class TrainConfig:
         features (musicnn's 50 tag probabilities); 0 reads the whole embedding.
     seed : int
         Seed of the splits, initialisation and sampling.
-    device : str
-        Where the scratch CNN trains: ``"cpu"``, ``"cuda"``, or ``"auto"``.
     mixup : float
         Alpha of the Beta distribution of mixup (scratch CNN); 0 disables it.
     network : dict
@@ -83,7 +81,6 @@ class TrainConfig:
     folds: int = 5
     head_tags: int = 50
     seed: int = 0
-    device: str = "auto"
     mixup: float = 0.4
     network: dict = dataclasses.field(default_factory=lambda: {"channels": [32, 64, 128]})
 
@@ -136,8 +133,10 @@ class Backbone(abc.ABC):
 
     @abc.abstractmethod
     def train(self, features: list, targets: np.ndarray, strata: np.ndarray, groups: list,
-              settings: FeatureSettings, config: TrainConfig, log: Callable[[str], None]) -> TrainedHead:
-        """Train a genre head on the tracks' features and ``(tracks, genres)`` boolean targets."""
+              settings: FeatureSettings, config: TrainConfig, log: Callable[[str], None],
+              device: str = "cpu") -> TrainedHead:
+        """Train a genre head on the tracks' features and ``(tracks, genres)`` boolean targets, on a
+        resolved ``device`` (:func:`genre_cnn_core.runtime.resolve_device`)."""
 
     @abc.abstractmethod
     def logits(self, weights: dict, architecture: dict, features: list, device: str = "cpu") -> np.ndarray:

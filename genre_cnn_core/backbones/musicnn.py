@@ -109,7 +109,8 @@ class MusicnnBackbone(Backbone):
     def extractor(self, settings, device="cpu"):
         return MusicnnExtractor(settings, device)
 
-    def train(self, features, targets, strata, groups, settings, config: TrainConfig, log) -> TrainedHead:
+    def train(self, features, targets, strata, groups, settings, config: TrainConfig, log,
+              device="cpu") -> TrainedHead:
         from ..runtime import compute_threads
 
         x = np.asarray(np.stack(features), dtype=np.float32)

@@ -202,7 +202,8 @@ def class_balanced_sampling(strata: np.ndarray) -> np.ndarray:
     return weights / weights.sum()
 
 
-def train_scratch(features, targets, strata, groups, settings, config: TrainConfig, log=print) -> TrainedHead:
+def train_scratch(features, targets, strata, groups, settings, config: TrainConfig, log=print,
+                  device: str = "cpu") -> TrainedHead:
     """Train the scratch CNN; see the module's docstring for the recipe.
 
     When the pace of the steps so far would overrun ``config.minutes``, the
@@ -213,9 +214,7 @@ def train_scratch(features, targets, strata, groups, settings, config: TrainConf
     import torch
 
     from ..dieleman import ScratchNetwork, track_logits
-    from ..runtime import resolve_device
 
-    device = resolve_device(config.device)
     targets, strata = np.asarray(targets, dtype=bool), np.asarray(strata)
     train, val = grouped_split(strata, groups, config.val_fraction, config.seed)
     architecture = {"n_mels": settings.n_mels, "n_genres": int(targets.shape[1]),
@@ -274,8 +273,8 @@ class ScratchBackbone(Backbone):
     def extractor(self, settings, device="cpu"):
         return LogMelExtractor(settings, device)
 
-    def train(self, features, targets, strata, groups, settings, config, log):
-        return train_scratch(features, targets, strata, groups, settings, config, log)
+    def train(self, features, targets, strata, groups, settings, config, log, device="cpu"):
+        return train_scratch(features, targets, strata, groups, settings, config, log, device)
 
     def network(self, weights: dict, architecture: dict, device: str = "cpu"):
         """The network of these weights, built once per set of weights: numpy on the CPU, torch elsewhere."""
