@@ -8,7 +8,18 @@ Excerpts are placed by the length the file's header claims. A file that
 lies about it (a truncated download, a damaged Xing or STREAMINFO frame
 count) gives itself away when an excerpt is not where the claim puts it;
 its real length is then measured by decoding it once from the start, and
-the excerpts are placed over that.
+the excerpts are placed over that. libsndfile believes a length that is too
+short (a FLAC whose STREAMINFO claims 1,000 samples) and finds no audio in a
+streaming WAV (its data size is 0); FFmpeg reads both, so a file that
+libsndfile reads as shorter than one excerpt is read again with it.
+
+No file may hold up a run: only regular files are opened (a FIFO named
+``x.mp3`` would block), and the decoders read through a budget of
+:data:`MAX_READ_BYTES` per file (:data:`MAX_PROBE_BYTES` to find its audio
+stream), beyond which the file reads as ended: 20 GB of zeros named
+``.mp3`` fail in seconds. Samples that are not finite or far beyond full
+scale fail the file: such audio is not music, and numbers that large
+overflow every computation that follows.
 """
 
 from __future__ import annotations
@@ -19,6 +30,8 @@ import sys
 import threading
 
 import numpy as np
+
+from .files import describe_os_error, open_regular, regular_file_problem
 
 #: Audio decoded before an excerpt and thrown away. MP3 frames borrow bits
 #: from earlier frames (the bit reservoir), so the first frames after a seek
@@ -41,9 +54,102 @@ SCAN_BLOCK_FRAMES = 65536
 #: every read), and seeks next to damaged data are slow.
 MEASURE_FRAMES = 256
 
+#: Bytes the decoders may read from one file, every pass together. Excerpts
+#: are found by seeking; only a file whose header lies is read through, and
+#: a music file is smaller than this.
+MAX_READ_BYTES = 1 << 30
+
+#: Bytes FFmpeg may read while it looks for a file's audio stream: headers
+#: and cover art are smaller. A file of zeros named ``.mp3`` is searched for
+#: an MPEG frame to its end without it.
+MAX_PROBE_BYTES = 64 << 20
+
+#: Largest sample magnitude taken for audio (full scale is 1.0). Float files
+#: may go a little past full scale; beyond this they hold no music, and the
+#: power of their spectrum would overflow float32.
+MAX_AMPLITUDE = 1000.0
+
+#: How much longer than its header claims an excerpt may come back before
+#: the claim is taken for a lie (decoders add a little encoder padding).
+OVERRUN_SECONDS = 0.5
+
 
 class AudioError(Exception):
     """A file could not be decoded; ``str(error)`` is a one-line reason."""
+
+
+class _Budget:
+    """Bytes the decoders may still read from one file, and whether they ran out."""
+
+    def __init__(self, limit: int):
+        self.limit = self.left = limit
+        self.spent = False
+
+    def take(self, wanted: int) -> int:
+        """How many of ``wanted`` bytes may be read now (0 once the budget is spent)."""
+        allowed = max(0, min(wanted, self.left))
+        if allowed < wanted:
+            self.spent = True
+        return allowed
+
+    @contextlib.contextmanager
+    def capped(self, limit: int):
+        """At most ``limit`` of the bytes left may be read inside the block."""
+        kept = max(0, self.left - limit)
+        self.left -= kept
+        try:
+            yield
+        finally:
+            self.left += kept
+
+
+class _BudgetedFile:
+    """A binary file whose reads end (as at its end) once its :class:`_Budget` is spent.
+
+    Decoders call back into it (libsndfile's virtual I/O, FFmpeg's AVIO);
+    an exception there would print a traceback from C, an end of file does not.
+    """
+
+    def __init__(self, handle, budget: _Budget, name: str):
+        self.handle, self.budget = handle, budget
+        self.name = name  # FFmpeg guesses the format from it
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self.budget.left + 1
+        data = self.handle.read(self.budget.take(size))
+        self.budget.left -= len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        count = self.handle.readinto(view[:self.budget.take(len(view))])
+        self.budget.left -= count
+        return count
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+
+class _Source:
+    """A file to decode and the read budget its passes share."""
+
+    def __init__(self, path, budget: _Budget | None = None):
+        self.path, self.budget = path, budget or _Budget(MAX_READ_BYTES)
+
+    @contextlib.contextmanager
+    def open(self):
+        with open_regular(self.path) as handle:
+            yield _BudgetedFile(handle, self.budget, os.fsdecode(self.path))
 
 
 def excerpt_starts(duration: float, excerpt_seconds: float, n_excerpts: int) -> list[float]:
@@ -111,9 +217,23 @@ def quiet_stderr():
 
 
 def to_mono(frames: np.ndarray) -> np.ndarray:
-    """Average the channels of ``(samples, channels)`` audio into float32 mono."""
-    mono = frames.mean(axis=1) if frames.ndim == 2 else frames
-    return np.nan_to_num(np.asarray(mono, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    """Average the channels of ``(samples, channels)`` float32 audio into mono.
+
+    Raises
+    ------
+    AudioError
+        When a sample is NaN, infinite or larger than :data:`MAX_AMPLITUDE`:
+        checked before any arithmetic, which such values would overflow.
+    """
+    frames = np.asarray(frames, dtype=np.float32)
+    if frames.size:
+        if not np.isfinite(frames).all():
+            raise AudioError("the audio holds samples that are not finite numbers (NaN, infinite, or beyond "
+                             "float32): not music")
+        peak = float(np.abs(frames).max())
+        if peak > MAX_AMPLITUDE:
+            raise AudioError(f"the audio holds samples of {peak:.3g}, far beyond full scale (1.0): not music")
+    return frames.mean(axis=1, dtype=np.float32) if frames.ndim == 2 else frames
 
 
 def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -168,11 +288,11 @@ def _cut_windows(windows, decoded):
 
 
 @contextlib.contextmanager
-def _open_soundfile(path):
+def _open_soundfile(source):
     import soundfile as sf
 
     # A file object, not the name: libsndfile cannot open names that are not UTF-8.
-    with open(path, "rb") as handle, sf.SoundFile(handle) as f:
+    with source.open() as handle, sf.SoundFile(handle) as f:
         yield f
 
 
@@ -202,7 +322,7 @@ def _soundfile_excerpts(f, starts, excerpt_seconds, available):
     return excerpts
 
 
-def _soundfile_decodable_frames(path):
+def _soundfile_decodable_frames(source):
     """Frames that decode from the start of a file, whatever its header says.
 
     A read that fails loses its whole block, so the failing block is read
@@ -211,7 +331,7 @@ def _soundfile_decodable_frames(path):
     """
     counted, block = 0, SCAN_BLOCK_FRAMES
     while True:
-        with _open_soundfile(path) as f:
+        with _open_soundfile(source) as f:
             if counted:
                 try:
                     f.seek(counted)
@@ -266,10 +386,10 @@ def _soundfile_windows(f, starts, excerpt_seconds, available):
     return excerpts
 
 
-def _read_soundfile(path, excerpt_seconds, n_excerpts):
+def _read_soundfile(source, excerpt_seconds, n_excerpts):
     with quiet_stderr():
         failure = None
-        with _open_soundfile(path) as f:
+        with _open_soundfile(source) as f:
             sr = f.samplerate
             claimed = f.frames if 0 < f.frames < 2**62 else None
             if claimed is not None:
@@ -282,32 +402,33 @@ def _read_soundfile(path, excerpt_seconds, n_excerpts):
                     return excerpts, sr
 
         # The header's length is wrong or missing: place the excerpts over the real one.
-        real = _soundfile_decodable_frames(path)
+        real = _soundfile_decodable_frames(source)
         if real == 0:
             if failure is not None:
                 raise failure
             return [], sr
         starts = excerpt_starts(real / sr, excerpt_seconds, n_excerpts)
         excerpts = None
-        with _open_soundfile(path) as f:
+        with _open_soundfile(source) as f:
             if f.seekable():
                 try:
                     excerpts = _soundfile_excerpts(f, starts, excerpt_seconds, real)
                 except RuntimeError:
                     pass  # seeking does not work in this file: read it through
         if excerpts is None:
-            with _open_soundfile(path) as f:
+            with _open_soundfile(source) as f:
                 excerpts = _soundfile_windows(f, starts, excerpt_seconds, real)
     return excerpts, sr
 
 
 @contextlib.contextmanager
-def _open_pyav(path):
+def _open_pyav(source):
     import av
 
-    with open(path, "rb") as handle:
+    with source.open() as handle:
         try:
-            container = av.open(handle)
+            with source.budget.capped(MAX_PROBE_BYTES):
+                container = av.open(handle)
         except av.FFmpegError as error:
             raise AudioError(f"not a readable audio file ({error.strerror or error})") from None
         with container:
@@ -337,12 +458,14 @@ def _pyav_excerpts(container, stream, sr, starts, excerpt_seconds, available_sec
     """Excerpts decoded after seeking to each start.
 
     Returns None as soon as one comes back shorter than ``available_seconds``
-    allow. FFmpeg's errors propagate.
+    allow, or longer. FFmpeg's errors propagate.
     """
     excerpts = []
     for start in starts:
         excerpt = _decode_pyav_excerpt(container, stream, sr, start, excerpt_seconds)
-        if len(excerpt) / sr < min(excerpt_seconds, available_seconds - start) - SHORTFALL_SECONDS:
+        expected = min(excerpt_seconds, available_seconds - start)
+        # Longer than the claim allows: the header says the track is shorter than it is.
+        if not expected - SHORTFALL_SECONDS <= len(excerpt) / sr <= expected + OVERRUN_SECONDS:
             return None
         excerpts.append(excerpt)
     return excerpts
@@ -384,11 +507,11 @@ def _pyav_windows(container, stream, sr, starts, excerpt_seconds, origin, availa
     return _cut_windows(windows, position)
 
 
-def _read_pyav(path, excerpt_seconds, n_excerpts):
+def _read_pyav(source, excerpt_seconds, n_excerpts):
     import av
 
     failure = None
-    with _open_pyav(path) as container:
+    with _open_pyav(source) as container:
         stream, sr, claimed = _pyav_audio_stream(container)
         if claimed is not None:
             starts = excerpt_starts(claimed, excerpt_seconds, n_excerpts)
@@ -400,7 +523,7 @@ def _read_pyav(path, excerpt_seconds, n_excerpts):
                 return excerpts, sr
 
     # The header's length is wrong or missing: place the excerpts over the real one.
-    with _open_pyav(path) as container:
+    with _open_pyav(source) as container:
         origin, real = _pyav_decodable_span(container, container.streams.audio[0], sr)
     if real <= 0:
         if failure is not None:
@@ -408,13 +531,13 @@ def _read_pyav(path, excerpt_seconds, n_excerpts):
         return [], sr
     starts = excerpt_starts(real, excerpt_seconds, n_excerpts)
     excerpts = None
-    with _open_pyav(path) as container:
+    with _open_pyav(source) as container:
         try:
             excerpts = _pyav_excerpts(container, container.streams.audio[0], sr, starts, excerpt_seconds, real)
         except av.FFmpegError:
             pass  # seeking does not work in this file: decode it through
     if excerpts is None:
-        with _open_pyav(path) as container:
+        with _open_pyav(source) as container:
             excerpts = _pyav_windows(container, container.streams.audio[0], sr, starts, excerpt_seconds,
                                      origin, real)
     return excerpts, sr
@@ -486,32 +609,55 @@ def load_excerpts(path, sample_rate: int, excerpt_seconds: float, n_excerpts: in
     fails again, a second pass from the start keeps only the excerpts.
     Either pass holds no more than a block of audio at a time.
     """
-    try:
-        size = os.path.getsize(path)
-    except FileNotFoundError:
-        raise AudioError("file not found") from None
-    except OSError as error:
-        raise AudioError(error.strerror or str(error)) from None
-    if os.path.isdir(path):
-        raise AudioError("is a folder, not an audio file")
-    if size == 0:
+    problem = regular_file_problem(path)
+    if problem:
+        raise AudioError(problem)
+    if os.path.getsize(path) == 0:
         raise AudioError("empty file (0 bytes)")
     if not os.access(path, os.R_OK):
         raise AudioError("permission denied")
 
+    source = _Source(path)
     try:
-        excerpts, sr = _read_soundfile(path, excerpt_seconds, n_excerpts)
+        excerpts, sr = _decode(source, excerpt_seconds, n_excerpts)
     except AudioError:
+        if source.budget.spent:
+            raise _out_of_budget(source) from None
         raise
-    except Exception:  # libsndfile refuses the format: try FFmpeg
-        try:
-            excerpts, sr = _read_pyav(path, excerpt_seconds, n_excerpts)
-        except AudioError:
-            raise
-        except Exception as error:
-            raise AudioError(f"cannot decode audio ({type(error).__name__}: {error})") from None
+    except OSError as error:  # replaced by something else since it was looked at
+        raise AudioError(describe_os_error(error)) from None
+    except Exception as error:
+        if source.budget.spent:
+            raise _out_of_budget(source) from None
+        raise AudioError(f"cannot decode audio ({type(error).__name__}: {error})") from None
 
     excerpts = [e for e in excerpts if len(e) >= MIN_SECONDS * sr]
     if not excerpts:
+        if source.budget.spent:
+            raise _out_of_budget(source)
         raise AudioError(f"no decodable audio (shorter than {MIN_SECONDS} s)")
     return [resample(e, sr, sample_rate) for e in excerpts]
+
+
+def _decode(source, excerpt_seconds, n_excerpts):
+    """Excerpts and their sample rate, by libsndfile, or by FFmpeg where it reads more."""
+    try:
+        excerpts, sr = _read_soundfile(source, excerpt_seconds, n_excerpts)
+    except (AudioError, OSError):
+        raise
+    except Exception:  # libsndfile refuses the format: try FFmpeg
+        return _read_pyav(source, excerpt_seconds, n_excerpts)
+    found = sum(len(e) for e in excerpts) / sr
+    if found < excerpt_seconds:  # read whole, or nothing found: by a length FFmpeg may not believe
+        try:
+            other, other_sr = _read_pyav(source, excerpt_seconds, n_excerpts)
+        except Exception:  # FFmpeg reads no more of it: libsndfile's reading stands
+            return excerpts, sr
+        if sum(len(e) for e in other) / other_sr > found + OVERRUN_SECONDS:
+            return other, other_sr
+    return excerpts, sr
+
+
+def _out_of_budget(source) -> AudioError:
+    read = (source.budget.limit - source.budget.left) / 2**20
+    return AudioError(f"no audio found in the {read:.0f} MiB read: not an audio file, or damaged; skipped")

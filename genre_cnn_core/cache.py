@@ -9,9 +9,13 @@ the cache, and a change to the audio or a setting misses it.
 Each entry records what it is for (key, extractor namespace, shape, dtype)
 and ends with a CRC-32 of its bytes; a read checks all of it, and an entry
 that fails any check (damaged, copied from another track, from another
-extractor) is removed and recomputed, never used. Entries are written
-atomically (temporary file, rename) but not fsync'ed: a cache may lose
-entries, and after a power failure a damaged one fails its check.
+extractor) is removed and recomputed, never used. Nothing in an entry is
+believed: only a regular file of at most :data:`MAX_ENTRY_BYTES` is read (a
+FIFO or a link to ``/dev/zero`` in its place would block or read without
+end), and any failure to decode it, whatever its header holds, costs one
+recomputation, never the run. Entries are written atomically (temporary
+file, rename) but not fsync'ed: a cache may lose entries, and after a power
+failure a damaged one fails its check.
 """
 
 from __future__ import annotations
@@ -25,12 +29,16 @@ import zlib
 
 import numpy as np
 
-from .files import atomic_write
+from .files import atomic_write, open_regular
 
 _MAGIC = b"cnngenre-features-1\n"
 _CHECK_BYTES = 4  # CRC-32 of everything before it
 _HEADER_BYTES = 4  # length of the JSON header
 _SUFFIX = ".npy"
+
+#: Entries larger than this are neither written nor read: the features of
+#: one track under any settings a model may ask for are far smaller.
+MAX_ENTRY_BYTES = 64 * 2**20
 
 
 def namespace_digest(namespace: dict) -> str:
@@ -84,12 +92,16 @@ class FeatureCache:
             return None
         path = self._file(key)
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-            return _decode(data, key, namespace)
+            with open_regular(path, MAX_ENTRY_BYTES) as handle:
+                data = handle.read(MAX_ENTRY_BYTES + 1)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, EOFError):
+        except OSError:
+            self.discard(key)
+            return None
+        try:
+            return _decode(data, key, namespace)
+        except Exception:  # whatever a damaged or forged entry holds, it is recomputed, never the run's end
             self.discard(key)
             return None
 
@@ -104,6 +116,8 @@ class FeatureCache:
         if not self.directory or key is None:
             return
         entry = _encode(array, key, namespace)
+        if len(entry) > MAX_ENTRY_BYTES:
+            return
         with contextlib.suppress(OSError):
             atomic_write(self._file(key), lambda handle: handle.write(entry), durable=False)
 
@@ -157,6 +171,8 @@ def _decode(data: bytes, key: str, namespace: dict) -> np.ndarray:
     start = len(_MAGIC) + _HEADER_BYTES
     length = int.from_bytes(body[len(_MAGIC):start], "little")
     header = json.loads(body[start:start + length])
+    if not isinstance(header, dict):
+        raise ValueError("the entry's header is not a mapping")
     if header.get("key") != key or header.get("namespace") != namespace:
         raise ValueError("entry of another track or extractor")
     array = np.load(io.BytesIO(body[start + length:]), allow_pickle=False)

@@ -19,7 +19,8 @@ sampled chunks of the payload, never a whole large file.
 the file, the case in which a tagger appends its chunk where a decoder reads
 audio, or inserts it in the middle of the audio.
 
-Both only read; neither needs anything beyond the standard library.
+Both only read, and only regular files (a FIFO named ``x.mp3`` would block
+them); neither needs anything beyond the standard library.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from __future__ import annotations
 import hashlib
 import os
 from typing import NamedTuple
+
+from .files import open_regular
 
 #: A payload larger than ``_SAMPLES * _SAMPLE_BYTES`` is digested from this
 #: many chunks at fixed relative positions (the first and the last included)
@@ -112,14 +115,16 @@ def audio_identity(path) -> str:
     Raises
     ------
     OSError
-        When the file cannot be opened or read.
+        When the file cannot be opened or read; :class:`genre_cnn_core.files.
+        NotRegularFile` when it is a FIFO, a device or a folder (never opened
+        for reading: a FIFO would block).
 
     Notes
     -----
     The payload is sampled: a change of a few bytes between sampled chunks
     of a large payload, keeping its length, goes unnoticed.
     """
-    with open(path, "rb") as file:
+    with open_regular(path) as file:
         handle = _Reader(file)
         try:
             layout = _layout(handle, handle.size)
@@ -154,7 +159,7 @@ def container_problem(path) -> str | None:
     OSError
         When the file cannot be opened or read.
     """
-    with open(path, "rb") as file:
+    with open_regular(path) as file:
         handle = _Reader(file)
         try:
             return _problem(handle, handle.size)

@@ -1,9 +1,12 @@
-"""Writing files so that a crash leaves the old file or the whole new one."""
+"""Writing files so that a crash leaves the old file or the whole new one, and
+reading only regular files, so that a FIFO or a device never blocks a run."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 
 
@@ -41,3 +44,84 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+class NotRegularFile(OSError):
+    """A path names a FIFO, a device, a socket or a folder where a file of data was expected."""
+
+
+#: What ``stat`` calls each kind of file that is not a regular one.
+_KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+          (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"))
+
+
+def open_regular(path, max_bytes: int | None = None):
+    """Open a file for reading in binary mode, only if it is a regular file.
+
+    A FIFO would block ``open`` until a writer comes, and a device such as
+    ``/dev/zero`` reads without end, so the path is opened without blocking
+    (``O_NONBLOCK``: opening a FIFO then returns at once), checked on the
+    open descriptor (no race with a rename), and refused unless it is a
+    regular file of at most ``max_bytes``.
+
+    Parameters
+    ----------
+    path : str, bytes or os.PathLike
+        The file; symbolic links are followed.
+    max_bytes : int, optional
+        Larger files are refused.
+
+    Returns
+    -------
+    io.BufferedReader
+
+    Raises
+    ------
+    NotRegularFile
+        When the path is not a regular file (``str(error)`` says what it is)
+        or is larger than ``max_bytes``.
+    OSError
+        When it cannot be opened (see :func:`describe_os_error`).
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        kind = next((name for test, name in _KINDS if test(info.st_mode)), None)
+        if kind is not None or not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile(errno.EINVAL, f"not a regular file ({kind or 'special file'})")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise NotRegularFile(errno.EFBIG, f"{info.st_size} bytes, more than the {max_bytes} expected")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def regular_file_problem(path) -> str | None:
+    """Why ``path`` cannot be read as a regular file, in a few words, or None.
+
+    Only looks (``stat``): a FIFO is named, never opened.
+    """
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        return describe_os_error(error)
+    if stat.S_ISREG(info.st_mode):
+        return None
+    if stat.S_ISDIR(info.st_mode):
+        return "is a folder, not a file"
+    kind = next((name for test, name in _KINDS if test(info.st_mode)), "special file")
+    return f"not a regular file ({kind})"
+
+
+def describe_os_error(error: OSError) -> str:
+    """A few words for an error opening or reading a file (no path: the caller names the file)."""
+    if isinstance(error, NotRegularFile):
+        return error.strerror or str(error)
+    reasons = {errno.ENOENT: "file not found", errno.ELOOP: "symlink loop (too many levels of symbolic links)",
+               errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+               errno.EISDIR: "is a folder, not a file", errno.ENOTDIR: "file not found (a folder on its path "
+               "is a file)", errno.ENAMETOOLONG: "file name too long"}
+    return reasons.get(error.errno) or error.strerror or str(error)

@@ -120,10 +120,10 @@ class Library:
         item.title, item.genres, item.artist = os.path.splitext(os.path.basename(path))[0], [genre], "Artist"
         if album:
             item.album, item.albumartist = album, "Album Artist"
-            existing = [a for a in lib.albums() if a.album == album]
+            existing = lib.albums(f"album:{album}").get()
             if existing:
-                existing[0].add(item)
-                item.store()
+                item.album_id = existing.id
+                lib.add(item)
             else:
                 lib.add_album([item])
         else:
@@ -448,6 +448,8 @@ def symlink_loop(lib, timeout):
 
 @case("read-only file, -w twice", "one line per file per run")
 def read_only(lib, timeout):
+    if os.geteuid() == 0:
+        return None, "SKIPPED: running as root, which writes read-only files"
     paths = lib.good()
     os.chmod(paths[0], 0o444)
     runs = [lib.beet("cnngenre", "-w", timeout=timeout), lib.beet("cnngenre", "-w", timeout=timeout)]

@@ -231,11 +231,11 @@ def test_when_seeking_fails_too_one_pass_reads_the_excerpts(chirps, tmp_path, mo
 @pytest.mark.parametrize("excerpt_seconds, n_excerpts", [(1.0, 3), (15.0, 5)])  # apart, and overlapping
 def test_reading_through_gives_the_excerpts_seeking_gives(chirps, ext, excerpt_seconds, n_excerpts):
     with audio.quiet_stderr():
-        with audio._open_soundfile(chirps[ext]) as f:
+        with audio._open_soundfile(audio._Source(chirps[ext])) as f:
             frames = f.frames
             starts = excerpt_starts(frames / f.samplerate, excerpt_seconds, n_excerpts)
             sought = audio._soundfile_excerpts(f, starts, excerpt_seconds, frames)
-        with audio._open_soundfile(chirps[ext]) as f:
+        with audio._open_soundfile(audio._Source(chirps[ext])) as f:
             read_through = audio._soundfile_windows(f, starts, excerpt_seconds, frames)
     assert len(sought) == len(read_through) == n_excerpts
     for a, b in zip(sought, read_through):

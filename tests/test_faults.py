@@ -1,5 +1,6 @@
 """Faults: dying workers, signals, a failing database or file, hostile audio; nothing lost or half-written."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -186,3 +187,120 @@ class TestImportNeverBreaks(PluginMixin, ImportHelper):
         assert all(str(item.filepath).startswith(str(self.lib_path)) for item in items)
         warnings = [r.getMessage() for r in caplog.records if "not tagging on import" in r.getMessage()]
         assert len(warnings) == 1 and "\n" not in warnings[0]
+
+
+# ------------------------------------------------------- the feature cache
+
+
+def _entry(cache_dir, array=None):
+    """A cache with one entry, its key and namespace, and the entry's path."""
+    from genre_cnn_core import FeatureCache
+
+    cache = FeatureCache(str(cache_dir))
+    namespace = {"kind": "test", "version": 1}
+    key = cache.key("0123456789abcdef0123", namespace)
+    cache.store(key, namespace, np.arange(12, dtype=np.float32).reshape(3, 4) if array is None else array)
+    [path] = [p for p in cache_dir.rglob("*.npy")]
+    return cache, key, namespace, path
+
+
+def _with_header(path, header: bytes):
+    """The entry at ``path`` with another JSON header, its checksum made valid again."""
+    import zlib
+
+    from genre_cnn_core import cache as cache_module
+
+    data = path.read_bytes()
+    start = len(cache_module._MAGIC)
+    length = int.from_bytes(data[start:start + 4], "little")
+    body = cache_module._MAGIC + len(header).to_bytes(4, "little") + header + data[start + 4 + length:-4]
+    path.write_bytes(body + zlib.crc32(body).to_bytes(4, "little"))
+
+
+@pytest.mark.parametrize("header", [b"[1, 2, 3]", b"null", b"42", b'"key"', b"\xff\xfe{", b'{"key": [1]}'])
+def test_a_cache_entry_whose_header_is_not_a_mapping_costs_one_recomputation(tmp_path, header):
+    cache, key, namespace, path = _entry(tmp_path)
+    _with_header(path, header)
+    assert cache.load(key, namespace) is None
+    assert not path.exists()  # removed: the next run recomputes it once, then hits the new entry
+    cache.store(key, namespace, np.ones(3, np.float32))
+    assert cache.load(key, namespace).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_fifo_or_a_device_in_place_of_a_cache_entry_is_never_read(tmp_path):
+    import threading
+
+    cache, key, namespace, path = _entry(tmp_path)
+    path.unlink()
+    os.mkfifo(path)
+    unblocked = threading.Event()
+
+    def unblock():  # should the load block on the FIFO, a writer comes: the test fails instead of hanging
+        if not unblocked.wait(5.0):
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+    watchdog = threading.Thread(target=unblock, daemon=True)
+    watchdog.start()
+    assert cache.load(key, namespace) is None
+    unblocked.set()
+    watchdog.join()
+    assert not path.exists()
+    os.symlink("/dev/zero", path)  # reading it would not end
+    assert cache.load(key, namespace) is None
+    assert not os.path.lexists(path)
+
+
+def test_a_cache_entry_larger_than_any_is_not_read(tmp_path, monkeypatch):
+    from genre_cnn_core import cache as cache_module
+
+    cache, key, namespace, path = _entry(tmp_path)
+    monkeypatch.setattr(cache_module, "MAX_ENTRY_BYTES", path.stat().st_size - 1)
+    assert cache.load(key, namespace) is None and not path.exists()
+    cache.store(key, namespace, np.zeros((3, 8), np.float32))  # nor written
+    assert not list(tmp_path.rglob("*.npy"))
+
+
+class TestFilesThatAreNotFiles(FaultHelper):
+    @pytest.fixture
+    def fifo_item(self, tmp_path):
+        import threading
+
+        path = tmp_path / "x.mp3"
+        os.mkfifo(path)
+        item = Item(path=str(path), title="fifo", genres=["Keep"])
+        self.lib.add(item)
+        stop = threading.Event()
+
+        def unblock():  # should anything block on the FIFO, a writer comes: the test fails, not hangs
+            stop.wait(5.0)
+            while not stop.is_set():
+                with contextlib.suppress(OSError):
+                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+                stop.wait(0.2)
+
+        watchdog = threading.Thread(target=unblock, daemon=True)
+        watchdog.start()
+        yield item
+        stop.set()
+        watchdog.join()
+
+    @pytest.mark.parametrize("cache", [True, False], ids=["cache", "no-cache"])
+    def test_a_fifo_in_the_library_is_one_line_and_the_rest_is_predicted(self, library_files, tmp_path, fifo_item,
+                                                                          caplog, capsys, cache):
+        items = self.add_copies(library_files[:2], tmp_path)
+        self.config["cnngenre"]["cache_dir"] = str(tmp_path / "cache")
+        self.run_command("cnngenre", "-j", "1", *([] if cache else ["--no-cache"]))
+        lines = [r.getMessage() for r in caplog.records if "x.mp3" in r.getMessage()]
+        assert len(lines) == 1 and lines[0].endswith("x.mp3: not a regular file (FIFO)"), lines
+        assert all(self.lib.get_item(i.id).get("cnn_model") for i in items)
+        assert not self.lib.get_item(fifo_item.id).get("cnn_model")
+        assert "failed 1" in capsys.readouterr().out
+
+    def test_prune_cache_passes_a_fifo_by(self, library_files, tmp_path, fifo_item, capsys):
+        self.add_copies(library_files[:1], tmp_path)
+        self.config["cnngenre"]["cache_dir"] = str(tmp_path / "cache")
+        self.run_command("cnngenre", "-j", "1")
+        capsys.readouterr()
+        self.run_command("cnngenre", "--prune-cache")
+        assert "removed 0 cached entries" in capsys.readouterr().out

@@ -16,7 +16,7 @@ from beets.library import Item, Library
 from beets.test.helper import PluginTestHelper
 from processes import processes_with
 
-from genre_cnn_core.audio import load_excerpts
+from genre_cnn_core.audio import AudioError, load_excerpts
 
 from synth import synth_track, write_audio
 
@@ -286,3 +286,153 @@ def test_interrupted_save_keeps_the_previous_model(scratch_model, tmp_path, monk
         scratch_model.save(str(path))
     assert path.read_bytes() == original and os.listdir(tmp_path) == ["model.pt"]
     assert GenreModel.load(str(path)).model_id == scratch_model.model_id
+
+
+# ------------------------------------------------- files that are not files
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    """A FIFO named like music. Should anything block opening it for reading, a writer
+    comes after a while and closes at once, so the test fails on its result instead of hanging."""
+    import threading
+
+    path = tmp_path / "x.mp3"
+    os.mkfifo(path)
+    stop = threading.Event()
+
+    def unblock():
+        stop.wait(5.0)
+        while not stop.is_set():
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # no reader blocked on it
+                pass
+            stop.wait(0.2)
+
+    watchdog = threading.Thread(target=unblock, daemon=True)
+    watchdog.start()
+    yield path
+    stop.set()
+    watchdog.join()
+
+
+def test_a_fifo_is_never_read_as_audio(fifo):
+    from genre_cnn_core import audio_identity, audio_ids
+    from genre_cnn_core.files import NotRegularFile
+
+    with pytest.raises(NotRegularFile, match=r"not a regular file \(FIFO\)"):
+        audio_identity(str(fifo))
+    assert audio_ids([str(fifo)]) == [None]
+    with pytest.raises(AudioError, match=r"^not a regular file \(FIFO\)$"):
+        load_excerpts(str(fifo), 16000, 10.0, 3)
+
+
+def test_a_link_to_a_device_is_never_read(tmp_path):
+    from genre_cnn_core import audio_identity
+    from genre_cnn_core.files import NotRegularFile
+
+    path = tmp_path / "zero.wav"
+    os.symlink("/dev/zero", path)
+    with pytest.raises(NotRegularFile, match=r"character device"):
+        audio_identity(str(path))
+    with pytest.raises(AudioError, match=r"^not a regular file \(character device\)$"):
+        load_excerpts(str(path), 16000, 10.0, 3)
+
+
+def test_a_symlink_loop_is_called_one(tmp_path):
+    path = tmp_path / "loop.mp3"
+    os.symlink("loop.mp3", path)
+    with pytest.raises(AudioError, match=r"^symlink loop"):
+        load_excerpts(str(path), 16000, 10.0, 3)
+
+
+def test_a_huge_file_of_zeros_is_given_up_after_a_bounded_read(tmp_path, monkeypatch):
+    from genre_cnn_core import audio
+
+    path = tmp_path / "zeros.mp3"
+    with open(path, "wb") as handle:
+        handle.truncate(4 << 30)  # sparse: costs no disk
+    monkeypatch.setattr(audio, "MAX_PROBE_BYTES", 2 << 20)
+    monkeypatch.setattr(audio, "MAX_READ_BYTES", 8 << 20)
+    read = []
+    real_open = audio.open_regular
+
+    class Counting:
+        """The real file, its reads counted."""
+
+        def __init__(self, handle):
+            self.handle = handle
+
+        def read(self, size=-1):
+            data = self.handle.read(size)
+            read.append(len(data))
+            return data
+
+        def readinto(self, buffer):
+            count = self.handle.readinto(buffer)
+            read.append(count)
+            return count
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    def counting(*args):
+        return Counting(real_open(*args))
+
+    monkeypatch.setattr(audio, "open_regular", counting)
+    with pytest.raises(AudioError, match=r"no audio found in the \d+ MiB read"):
+        load_excerpts(str(path), 16000, 10.0, 3)
+    assert 0 < sum(read) <= 8 << 20
+
+
+@pytest.mark.parametrize("name, values, subtype, reason", [
+    ("nan.wav", np.full(SR, np.nan, np.float32), "FLOAT", "not finite"),
+    ("inf.wav", np.full(SR, -np.inf, np.float32), "FLOAT", "not finite"),
+    ("huge.wav", np.full(SR, 1e300), "DOUBLE", "not finite"),
+    ("limit.wav", 3e38 * np.sin(np.arange(SR) / 10.0).astype(np.float32), "FLOAT", "far beyond full scale"),
+    ("limit_stereo.wav", np.full((SR, 2), 3.4e38, np.float32), "FLOAT", "far beyond full scale"),
+])
+def test_audio_that_is_not_numbers_fails_without_a_warning(tmp_path, name, values, subtype, reason):
+    import warnings
+
+    path = tmp_path / name
+    sf.write(str(path), values, SR, subtype=subtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a numpy RuntimeWarning would reach the user's terminal
+        with pytest.raises(AudioError, match=reason):
+            load_excerpts(str(path), 16000, 10.0, 3)
+
+
+def test_a_streaming_wav_without_a_data_size_is_read(tmp_path):
+    path = tmp_path / "stream.wav"
+    sf.write(str(path), _tone(30), SR, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    found = data.find(b"data")
+    data[4:8] = data[found + 4:found + 8] = bytes(4)  # as a recorder writing a stream leaves them
+    path.write_bytes(bytes(data))
+    assert sf.info(str(path)).frames == 0  # libsndfile sees no audio in it
+    excerpts = load_excerpts(str(path), 16000, 10.0, 3)
+    assert [len(e) for e in excerpts] == [160000] * 3
+    assert all(np.abs(e).max() > 0.1 for e in excerpts)
+
+
+def test_a_flac_whose_streaminfo_claims_too_few_samples_is_read_where_its_audio_is(tmp_path):
+    path = tmp_path / "liar.flac"
+    t = np.arange(60 * SR) / SR
+    sf.write(str(path), (0.3 * np.sin(2 * np.pi * (200 + 10 * t) * t)).astype(np.float32), SR, format="FLAC")
+    data = bytearray(path.read_bytes())
+    offset = 8 + 13  # STREAMINFO's total samples: the low 36 bits of these 5 bytes
+    packed = int.from_bytes(data[offset:offset + 5], "big")
+    data[offset:offset + 5] = ((packed & ~((1 << 36) - 1)) | 1000).to_bytes(5, "big")
+    path.write_bytes(bytes(data))
+    assert sf.info(str(path)).frames == 1000
+    excerpts = load_excerpts(str(path), 16000, 10.0, 3)
+    assert [len(e) for e in excerpts] == [160000] * 3
+    assert not np.allclose(excerpts[0], excerpts[2], atol=1e-3)  # spread over the minute, not one place
