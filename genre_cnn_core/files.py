@@ -47,7 +47,13 @@ def _umask() -> int:
 
 
 class NotRegularFile(OSError):
-    """A path names a FIFO, a device, a socket or a folder where a file of data was expected."""
+    """A path names a FIFO, a device, a socket or a folder where a file of data was expected.
+
+    ``str(error)`` is the reason alone, without an errno (a message names the file itself).
+    """
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 #: What ``stat`` calls each kind of file that is not a regular one.

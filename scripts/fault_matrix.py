@@ -282,11 +282,16 @@ def fifo_uncached(lib, timeout):
     return fails_with_line(lib, lib.beet("cnngenre", "--no-cache", timeout=timeout), "x.mp3", "FIFO")
 
 
-@case("fifo x.mp3, --suspects", "finishes, exit 0, no traceback")
-def fifo_suspects(lib, timeout):
-    lib.good()
-    _fifo(lib)
-    return finishes(lib, lib.beet("cnngenre", "--suspects", timeout=timeout), expect_all=False)
+def _fifo_finishes(option):
+    def run(lib, timeout):
+        lib.good()
+        _fifo(lib)
+        return finishes(lib, lib.beet("cnngenre", option, timeout=timeout), expect_all=False)
+    return run
+
+
+for _option in ("--suspects", "--prune-cache"):
+    case(f"fifo x.mp3, {_option}", "finishes, exit 0, no traceback")(_fifo_finishes(_option))
 
 
 @case("fifo x.mp3, --eval", "finishes (or one-line refusal: too few items), no traceback")
@@ -296,13 +301,6 @@ def fifo_eval(lib, timeout):
     run = lib.beet("cnngenre", "--eval", timeout=timeout)
     ok = not run.timed_out and not run.noise() and run.returncode in (0, 1)
     return ok, _with_noise(f"{run.describe()}; {run.summary()[:100]!r}", run)
-
-
-@case("fifo x.mp3, --prune-cache", "finishes, exit 0, no traceback")
-def fifo_prune(lib, timeout):
-    lib.good()
-    _fifo(lib)
-    return finishes(lib, lib.beet("cnngenre", "--prune-cache", timeout=timeout), expect_all=False)
 
 
 @case("20 GB sparse zeros .mp3", "one line, fails in seconds; the good files predicted")
@@ -407,16 +405,24 @@ def float32_limit(lib, timeout):
     return fails_with_line(lib, lib.beet("cnngenre", timeout=timeout), "limit.wav")
 
 
+def _edit(path: str, change) -> None:
+    """Rewrite a file with ``change`` applied to its bytes (a bytearray, changed in place)."""
+    with open(path, "rb") as handle:
+        data = bytearray(handle.read())
+    change(data)
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
 @case("streaming WAV, data size 0", "predicted (FFmpeg reads it)")
 def streaming_wav(lib, timeout):
     lib.good()
     path = lib.tone("stream.wav", seconds=30, subtype="PCM_16")
-    data = bytearray(open(path, "rb").read())
-    found = data.find(b"data")
-    data[found + 4:found + 8] = (0).to_bytes(4, "little")
-    data[4:8] = (0).to_bytes(4, "little")
-    with open(path, "wb") as handle:
-        handle.write(data)
+
+    def no_sizes(data):
+        found = data.find(b"data")
+        data[4:8] = data[found + 4:found + 8] = bytes(4)  # RIFF and data sizes, as a stream leaves them
+    _edit(path, no_sizes)
     lib.add(path)
     return predicted(lib, lib.beet("cnngenre", timeout=timeout), "stream.wav")
 
@@ -425,14 +431,13 @@ def streaming_wav(lib, timeout):
 def flac_lying(lib, timeout):
     lib.good()
     path = lib.tone("liar.flac", seconds=60, format="FLAC")
-    data = bytearray(open(path, "rb").read())
-    # STREAMINFO: total samples are the low 36 bits of bytes 21..25 of its body (body starts at 8).
-    offset = 8 + 13
-    packed = int.from_bytes(data[offset:offset + 5], "big")
-    packed = (packed & ~((1 << 36) - 1)) | 1000
-    data[offset:offset + 5] = packed.to_bytes(5, "big")
-    with open(path, "wb") as handle:
-        handle.write(data)
+
+    def claim_1000_samples(data):
+        # STREAMINFO's total samples: the low 36 bits of bytes 13..17 of its body, which starts at 8.
+        offset = 8 + 13
+        packed = int.from_bytes(data[offset:offset + 5], "big")
+        data[offset:offset + 5] = ((packed & ~((1 << 36) - 1)) | 1000).to_bytes(5, "big")
+    _edit(path, claim_1000_samples)
     lib.add(path)
     return predicted(lib, lib.beet("cnngenre", timeout=timeout), "liar.flac")
 
@@ -592,34 +597,19 @@ def _set_genre(value):
     return change
 
 
-@case("model name a dict", "model refused, one line; nothing stored")
-def model_name_dict(lib, timeout):
-    return _model_case(lib, timeout, _set_name({"a": 1}), ("name",))
+def _forged_string_case(change, word):
+    return lambda lib, timeout: _model_case(lib, timeout, change, (word,))
 
 
-@case("model name 100,000 characters", "model refused, one line; nothing stored")
-def model_name_long(lib, timeout):
-    return _model_case(lib, timeout, _set_name("x" * 100_000), ("name",))
-
-
-@case("model name with newline and fake Traceback", "model refused, one line; nothing stored")
-def model_name_newline(lib, timeout):
-    return _model_case(lib, timeout, _set_name("m\nTraceback (most recent call last):\n"), ("name",))
-
-
-@case("model name with ANSI escapes", "model refused, one line; nothing stored")
-def model_name_ansi(lib, timeout):
-    return _model_case(lib, timeout, _set_name("m\x1b[2J\x1b[31m"), ("name",))
-
-
-@case("model genre 'rock; pop'", "model refused, one line; nothing stored")
-def model_genre_delimiter(lib, timeout):
-    return _model_case(lib, timeout, _set_genre("rock; pop"), ("genre",))
-
-
-@case("model genre with ESC[2J", "model refused, one line; nothing stored")
-def model_genre_escape(lib, timeout):
-    return _model_case(lib, timeout, _set_genre("rock\x1b[2J"), ("genre",))
+for _name, _change, _word in [
+    ("model name a dict", _set_name({"a": 1}), "name"),
+    ("model name 100,000 characters", _set_name("x" * 100_000), "name"),
+    ("model name with newline and fake Traceback", _set_name("m\nTraceback (most recent call last):\n"), "name"),
+    ("model name with ANSI escapes", _set_name("m\x1b[2J\x1b[31m"), "name"),
+    ("model genre 'rock; pop'", _set_genre("rock; pop"), "genre"),
+    ("model genre with ESC[2J", _set_genre("rock\x1b[2J"), "genre"),
+]:
+    case(_name, "model refused, one line; nothing stored")(_forged_string_case(_change, _word))
 
 
 @case("model settings: 64 excerpts of 600 s", "model refused, one line; nothing stored")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from mutagen.apev2 import APEv2
 from mutagen.id3 import ID3, TIT2
+from special_files import CountingFile
 
 from genre_cnn_core import container
 from genre_cnn_core.container import audio_identity, container_problem
@@ -207,26 +208,7 @@ def test_identity_reads_a_bounded_amount(monkeypatch, tmp_path):
         handle.truncate(44 + data_size)
     read = []
     real_open = container.open_regular
-
-    class Counting:
-        def __init__(self, handle):
-            self.handle = handle
-
-        def read(self, size=-1):
-            data = self.handle.read(size)
-            read.append(len(data))
-            return data
-
-        def __getattr__(self, name):
-            return getattr(self.handle, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.handle.close()
-
-    monkeypatch.setattr(container, "open_regular", lambda *args: Counting(real_open(*args)))
+    monkeypatch.setattr(container, "open_regular", lambda *args: CountingFile(real_open(*args), read))
     audio_identity(path)
     assert 0 < sum(read) <= container._SAMPLES * container._SAMPLE_BYTES + container._BLOCK_BYTES
     read.clear()

@@ -1,6 +1,5 @@
 """Faults: dying workers, signals, a failing database or file, hostile audio; nothing lost or half-written."""
 
-import contextlib
 import os
 import shutil
 import signal
@@ -13,6 +12,7 @@ import soundfile as sf
 from beets.library import Item
 from beets.test.helper import ImportHelper, PluginMixin, PluginTestHelper
 from beets.ui import UserError
+from special_files import fifo_at
 
 from genre_cnn_core.backbones.scratch import LogMelExtractor, ScratchBackbone
 
@@ -228,24 +228,11 @@ def test_a_cache_entry_whose_header_is_not_a_mapping_costs_one_recomputation(tmp
 
 
 def test_a_fifo_or_a_device_in_place_of_a_cache_entry_is_never_read(tmp_path):
-    import threading
-
     cache, key, namespace, path = _entry(tmp_path)
     path.unlink()
-    os.mkfifo(path)
-    unblocked = threading.Event()
-
-    def unblock():  # should the load block on the FIFO, a writer comes: the test fails instead of hanging
-        if not unblocked.wait(5.0):
-            with contextlib.suppress(OSError):
-                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-
-    watchdog = threading.Thread(target=unblock, daemon=True)
-    watchdog.start()
-    assert cache.load(key, namespace) is None
-    unblocked.set()
-    watchdog.join()
-    assert not path.exists()
+    with fifo_at(path):
+        assert cache.load(key, namespace) is None
+        assert not path.exists()
     os.symlink("/dev/zero", path)  # reading it would not end
     assert cache.load(key, namespace) is None
     assert not os.path.lexists(path)
@@ -264,26 +251,10 @@ def test_a_cache_entry_larger_than_any_is_not_read(tmp_path, monkeypatch):
 class TestFilesThatAreNotFiles(FaultHelper):
     @pytest.fixture
     def fifo_item(self, tmp_path):
-        import threading
-
-        path = tmp_path / "x.mp3"
-        os.mkfifo(path)
-        item = Item(path=str(path), title="fifo", genres=["Keep"])
-        self.lib.add(item)
-        stop = threading.Event()
-
-        def unblock():  # should anything block on the FIFO, a writer comes: the test fails, not hangs
-            stop.wait(5.0)
-            while not stop.is_set():
-                with contextlib.suppress(OSError):
-                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-                stop.wait(0.2)
-
-        watchdog = threading.Thread(target=unblock, daemon=True)
-        watchdog.start()
-        yield item
-        stop.set()
-        watchdog.join()
+        with fifo_at(tmp_path / "x.mp3") as path:
+            item = Item(path=str(path), title="fifo", genres=["Keep"])
+            self.lib.add(item)
+            yield item
 
     @pytest.mark.parametrize("cache", [True, False], ids=["cache", "no-cache"])
     def test_a_fifo_in_the_library_is_one_line_and_the_rest_is_predicted(self, library_files, tmp_path, fifo_item,

@@ -1,5 +1,6 @@
 """Bad files, interruptions and concurrent runs lose nothing (issue: robustness)."""
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -15,6 +16,7 @@ import soundfile as sf
 from beets.library import Item, Library
 from beets.test.helper import PluginTestHelper
 from processes import processes_with
+from special_files import CountingFile, fifo_at
 
 from genre_cnn_core.audio import AudioError, load_excerpts
 
@@ -291,53 +293,22 @@ def test_interrupted_save_keeps_the_previous_model(scratch_model, tmp_path, monk
 # ------------------------------------------------- files that are not files
 
 
-@pytest.fixture
-def fifo(tmp_path):
-    """A FIFO named like music. Should anything block opening it for reading, a writer
-    comes after a while and closes at once, so the test fails on its result instead of hanging."""
-    import threading
-
-    path = tmp_path / "x.mp3"
-    os.mkfifo(path)
-    stop = threading.Event()
-
-    def unblock():
-        stop.wait(5.0)
-        while not stop.is_set():
-            try:
-                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError:  # no reader blocked on it
-                pass
-            stop.wait(0.2)
-
-    watchdog = threading.Thread(target=unblock, daemon=True)
-    watchdog.start()
-    yield path
-    stop.set()
-    watchdog.join()
-
-
-def test_a_fifo_is_never_read_as_audio(fifo):
+@pytest.mark.parametrize("kind", ["FIFO", "character device"])
+def test_a_fifo_or_a_device_is_never_read_as_audio(tmp_path, kind):
     from genre_cnn_core import audio_identity, audio_ids
     from genre_cnn_core.files import NotRegularFile
 
-    with pytest.raises(NotRegularFile, match=r"not a regular file \(FIFO\)"):
-        audio_identity(str(fifo))
-    assert audio_ids([str(fifo)]) == [None]
-    with pytest.raises(AudioError, match=r"^not a regular file \(FIFO\)$"):
-        load_excerpts(str(fifo), 16000, 10.0, 3)
-
-
-def test_a_link_to_a_device_is_never_read(tmp_path):
-    from genre_cnn_core import audio_identity
-    from genre_cnn_core.files import NotRegularFile
-
-    path = tmp_path / "zero.wav"
-    os.symlink("/dev/zero", path)
-    with pytest.raises(NotRegularFile, match=r"character device"):
-        audio_identity(str(path))
-    with pytest.raises(AudioError, match=r"^not a regular file \(character device\)$"):
-        load_excerpts(str(path), 16000, 10.0, 3)
+    path = tmp_path / "x.mp3"
+    with contextlib.ExitStack() as stack:
+        if kind == "FIFO":
+            stack.enter_context(fifo_at(path))
+        else:
+            os.symlink("/dev/zero", path)  # reading it would never end
+        with pytest.raises(NotRegularFile, match=rf"^not a regular file \({kind}\)$"):
+            audio_identity(str(path))
+        assert audio_ids([str(path)]) == [None]
+        with pytest.raises(AudioError, match=rf"^not a regular file \({kind}\)$"):
+            load_excerpts(str(path), 16000, 10.0, 3)
 
 
 def test_a_symlink_loop_is_called_one(tmp_path):
@@ -357,36 +328,7 @@ def test_a_huge_file_of_zeros_is_given_up_after_a_bounded_read(tmp_path, monkeyp
     monkeypatch.setattr(audio, "MAX_READ_BYTES", 8 << 20)
     read = []
     real_open = audio.open_regular
-
-    class Counting:
-        """The real file, its reads counted."""
-
-        def __init__(self, handle):
-            self.handle = handle
-
-        def read(self, size=-1):
-            data = self.handle.read(size)
-            read.append(len(data))
-            return data
-
-        def readinto(self, buffer):
-            count = self.handle.readinto(buffer)
-            read.append(count)
-            return count
-
-        def __getattr__(self, name):
-            return getattr(self.handle, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.handle.close()
-
-    def counting(*args):
-        return Counting(real_open(*args))
-
-    monkeypatch.setattr(audio, "open_regular", counting)
+    monkeypatch.setattr(audio, "open_regular", lambda *args: CountingFile(real_open(*args), read))
     with pytest.raises(AudioError, match=r"no audio found in the \d+ MiB read"):
         load_excerpts(str(path), 16000, 10.0, 3)
     assert 0 < sum(read) <= 8 << 20
