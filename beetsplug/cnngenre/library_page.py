@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 
 from beets import ui
 
@@ -77,6 +78,7 @@ def write_report(plugin, lib, items: list, settings, destination: str, title: st
         return
     from genre_cnn_core.pipeline import known_genres
 
+    started = time.perf_counter()
     model = plugin.model(settings)
     taxonomy = plugin.taxonomy(settings)
 
@@ -96,7 +98,7 @@ def write_report(plugin, lib, items: list, settings, destination: str, title: st
     counts = figures["counts"]
     ui.print_(f"cnngenre: wrote {path} ({len(page.encode()) / 2**20:.1f} MiB): {counts['matched']} tracks, "
               f"{counts['on_map']} on the map, {counts['without_features']} without cached features, "
-              f"{counts['not_predicted']} not predicted")
+              f"{counts['not_predicted']} not predicted; {time.perf_counter() - started:.1f} s")
     if counts["without_features"] or counts["not_predicted"]:
         ui.print_("cnngenre: the report predicts nothing; `beet cnngenre QUERY` (or --report --predict) predicts "
                   "the missing tracks and caches their features")
