@@ -92,7 +92,7 @@ document.getElementById("map-note").textContent = "Each track is a point placed 
   "axes of its cached embedding), coloured by its predicted primary genre; suspects are ringed in red. Hover for " +
   "details; click a track or pick an album to highlight the album; click a legend entry to hide a genre. " +
   (C.without_features ? C.without_features + " matched tracks have no cached features and are not drawn." : "");
-Plotly.newPlot(mapDiv, traces, {margin: {l: 30, r: 10, t: 10, b: 30}, hovermode: "closest", dragmode: "pan",
+Plotly.newPlot(mapDiv, traces, {margin: {l: 30, r: 10, t: 36, b: 30}, hovermode: "closest", dragmode: "pan",
   legend: {itemsizing: "constant"}, xaxis: {zeroline: false, showticklabels: false},
   yaxis: {zeroline: false, showticklabels: false}},
   {responsive: true, displaylogo: false, showLink: false, scrollZoom: true, showSendToCloud: false,
@@ -128,6 +128,9 @@ mapDiv.on("plotly_click", e => {
   const i = e.points[0].customdata;
   if (i !== undefined && T.album_key[i] !== null) highlightAlbum(T.album_key[i]);
 });
+// PAGE.html#album=KEY opens the page with that album highlighted (a link to share, a screenshot to take).
+const opened = /^#album=(.+)$/.exec(window.location.hash);
+if (opened && albums[decodeURIComponent(opened[1])]) highlightAlbum(decodeURIComponent(opened[1]));
 function showAlbumOnMap(key) { highlightAlbum(key); document.getElementById("map-section").scrollIntoView(); }
 
 // ------------------------------------------------------------------ per genre
@@ -184,7 +187,8 @@ function showAlbumOnMap(key) { highlightAlbum(key); document.getElementById("map
     F.split_albums.map(a => {
       const b = el("button", "show on the map", {type: "button"});
       b.addEventListener("click", () => showAlbumOnMap(String(a.album_key)));
-      return [a.album || "?", a.artist || "?", a.tracks.length, a.split.map(s => s[0] + " " + s[1]).join(", "), b];
+      return [a.album || "(no album tag; beets album " + a.album_key + ")", a.artist || "?", a.tracks.length,
+        a.split.map(s => s[0] + " " + s[1]).join(", "), b];
     })));
   const far = document.getElementById("singletons");
   far.appendChild(el("p", F.far_singletons.length + " singletons whose best predicted genre is below the threshold (" +
