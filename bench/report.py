@@ -55,11 +55,7 @@ def base_library(root: Path) -> library.Beets:
     home = root / "report-base"
     done = home / ".complete"
     if done.exists():
-        beets = library.Beets.__new__(library.Beets)
-        beets.home, beets.code, beets.probe = home, library.REPO, None
-        beets.cache, beets.db = home / "cache", home / "library.db"
-        beets.config = json.loads((home / "config.yaml").read_text())
-        return beets
+        return existing(home)
     beets = library.Beets(home)
     folders = [library.DATA / name for name in FOLDERS]
     expected = sum(1 for folder in folders for path in folder.rglob("*") if path.suffix.lower() in AUDIO_SUFFIXES)
@@ -74,11 +70,23 @@ def base_library(root: Path) -> library.Beets:
     return beets
 
 
+def existing(home: Path) -> library.Beets:
+    """A library this script built before."""
+    beets = library.Beets.__new__(library.Beets)
+    beets.home, beets.code, beets.probe = home, library.REPO, None
+    beets.cache, beets.db = home / "cache", home / "library.db"
+    beets.config = json.loads((home / "config.yaml").read_text())
+    return beets
+
+
 def large_library(base: library.Beets, items: int, root: Path) -> library.Beets:
-    """``items`` hard links of the base files, each an item with its base item's fields, albums per copy."""
+    """``items`` hard links of the base files, each an item with its base item's fields, albums per copy
+    (built once)."""
     from beets.library import Library
 
     home = root / f"report-{items}"
+    if (home / ".complete").exists():
+        return existing(home)
     beets = library.Beets(home, cache_dir=str(base.cache), model=str(base.home / "model.pt"))
     source = Library(str(base.db))
     target = Library(str(beets.db), str(home / "music"))
@@ -111,6 +119,7 @@ def large_library(base: library.Beets, items: int, root: Path) -> library.Beets:
                     target.add_album(linked)
                 made += len(linked)
             copy += 1
+    (home / ".complete").write_text("")
     return beets
 
 
