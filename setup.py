@@ -10,13 +10,15 @@ setup(
     python_requires=">=3.10",
     # beetsplug is a namespace package shared with beets and other plugins.
     packages=["beetsplug", "beetsplug.cnngenre", "genre_cnn_core", "genre_cnn_core.backbones"],
-    package_data={"genre_cnn_core": ["data/*.pt", "data/*.json", "data/MUSICNN_LICENSE", "data/report_page.*"]},
+    package_data={"genre_cnn_core": ["data/*.safetensors", "data/*.json", "data/MUSICNN_LICENSE",
+                                     "data/report_page.*"]},
     install_requires=[
         "beets>=2.14",
         # 2.13 CPU wheels and anything newer up to the next major; GPU users
         # install their CUDA build of torch first (see README).
         "torch>=2.2,<2.14",
         "numpy>=1.24",
+        "safetensors>=0.4.3,<1",  # model and weights files, through its numpy API
         "scipy>=1.10",  # FFT of the log-mel features (also needed by librosa)
         "soundfile>=0.12",
         "soxr>=0.3",

@@ -70,9 +70,14 @@ class FeatureSettings:
                 kind = "an integer" if whole else "a number"
                 raise ValueError(f"{name} must be {kind} from {low} to {high}, not {value!r}")
         settings = cls(**values)
-        if settings.n_fft & (settings.n_fft - 1) or settings.hop_length > settings.n_fft:
-            raise ValueError(f"n_fft {settings.n_fft} must be a power of two, at least hop_length "
-                             f"{settings.hop_length}")
+        if (settings.n_fft & (settings.n_fft - 1) or settings.hop_length > settings.n_fft
+                or settings.n_fft > MAX_FFT_PER_HOP * settings.hop_length):
+            raise ValueError(f"n_fft {settings.n_fft} must be a power of two, from hop_length "
+                             f"{settings.hop_length} to {MAX_FFT_PER_HOP} times it")
+        audio = settings.n_excerpts * settings.excerpt_seconds
+        if audio > MAX_SECONDS_PER_TRACK:
+            raise ValueError(f"{settings.n_excerpts} excerpts of {settings.excerpt_seconds} s: {audio:g} s of audio "
+                             f"per track, more than {MAX_SECONDS_PER_TRACK} s")
         return settings
 
     def frames(self, seconds: float) -> int:
@@ -80,9 +85,14 @@ class FeatureSettings:
         return 1 + int(seconds * self.sample_rate) // self.hop_length
 
 
-#: What each setting can be and still make features.
-_RANGES = {"sample_rate": (4000, 192000), "n_fft": (64, 16384), "hop_length": (16, 16384), "n_mels": (8, 512),
-           "excerpt_seconds": (0.5, 600.0), "n_excerpts": (1, 64)}
+#: What each setting can be: settings come from model files, which must not make a run slower or larger
+#: than a few times what the backbones ask for (musicnn reads 4 x 3 s, the scratch CNN 3 x 10 s a track).
+_RANGES = {"sample_rate": (8000, 48000), "n_fft": (64, 4096), "hop_length": (16, 4096), "n_mels": (8, 256),
+           "excerpt_seconds": (0.5, 30.0), "n_excerpts": (1, 16)}
+#: Most audio decoded per track, all excerpts together (seconds).
+MAX_SECONDS_PER_TRACK = 120
+#: Largest FFT per hop: bounds the spectrogram's size per second of audio.
+MAX_FFT_PER_HOP = 4
 
 
 def hz_to_mel(hz):

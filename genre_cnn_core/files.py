@@ -1,13 +1,24 @@
 """Writing files so that a crash leaves the old file or the whole new one, and
-reading only regular files, so that a FIFO or a device never blocks a run."""
+reading only regular files, so that a FIFO or a device never blocks a run.
+
+Model and weights files are safetensors: plain tensors and a JSON header, read with
+``safetensors.numpy``. That API returns the tensors of a file's bytes but not its header's
+metadata, so :func:`read_safetensors` takes the metadata from the same bytes (the header is
+8 bytes of length and a JSON object, as the format's specification says) rather than opening
+the file a second time.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
+import struct
 import tempfile
+
+import numpy as np
 
 
 def atomic_write(path: str, write, durable: bool = True) -> None:
@@ -131,3 +142,50 @@ def describe_os_error(error: OSError) -> str:
                errno.EISDIR: "is a folder, not a file", errno.ENOTDIR: "file not found (a folder on its path "
                "is a file)", errno.ENAMETOOLONG: "file name too long"}
     return reasons.get(error.errno) or error.strerror or str(error)
+
+
+def read_safetensors(data: bytes) -> tuple[dict, dict]:
+    """The tensors and the header metadata of a safetensors file's bytes.
+
+    Returns
+    -------
+    tensors : dict of str to numpy.ndarray
+        Read-only arrays, as ``safetensors.numpy.load`` gives them.
+    metadata : dict of str to str
+        The header's ``__metadata__`` (empty when it has none).
+
+    Raises
+    ------
+    ValueError
+        The bytes are not a valid safetensors file (the message says why).
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    if len(data) < 8:
+        raise ValueError("not a safetensors file (too short)")
+    (header_size,) = struct.unpack_from("<Q", data)
+    if header_size > len(data) - 8:
+        raise ValueError("not a safetensors file (its header would be longer than the file)")
+    try:
+        header = json.loads(data[8:8 + header_size])
+    except (ValueError, RecursionError):
+        raise ValueError("not a safetensors file (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise ValueError("not a safetensors file (its header is not a JSON object)")
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ValueError("damaged safetensors header (metadata is not a mapping of strings)")
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError, TypeError, KeyError) as error:  # KeyError: a dtype numpy lacks
+        raise ValueError(f"damaged safetensors file ({str(error).splitlines()[0] if str(error) else error!r})"
+                         ) from None
+    return tensors, metadata
+
+
+def safetensors_bytes(tensors: dict, metadata: dict) -> bytes:
+    """A safetensors file of numpy arrays and string metadata, as bytes (write it with :func:`atomic_write`)."""
+    from safetensors.numpy import save
+
+    return save({name: np.asarray(value, order="C") for name, value in tensors.items()}, metadata=metadata)

@@ -40,9 +40,9 @@ equivalent, cheaper evaluation order (see :class:`_FrontEndBlock`).
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,6 +58,7 @@ from .musicnn_numpy import (  # noqa: F401
     PATCH_FRAMES,
     SAMPLE_RATE,
     WEIGHTS_FILE,
+    load_weights,
 )
 
 __all__ = [
@@ -280,12 +281,6 @@ class MusicnnMSD(nn.Module):
         return MusicnnOutput(self.output(penultimate), mean_pool, max_pool, penultimate)
 
 
-def _load_weights_file() -> dict:
-    ref = resources.files("genre_cnn_core").joinpath("data").joinpath(WEIGHTS_FILE)
-    with ref.open("rb") as fh:
-        return torch.load(fh, map_location="cpu", weights_only=True)
-
-
 def load_pretrained(device: str | torch.device = "cpu") -> MusicnnMSD:
     """Build :class:`MusicnnMSD` with the converted MSD weights.
 
@@ -305,17 +300,8 @@ def load_pretrained(device: str | torch.device = "cpu") -> MusicnnMSD:
     RuntimeError
         If the packaged weights file is missing or has an unexpected format.
     """
-    try:
-        blob = _load_weights_file()
-    except FileNotFoundError as exc:
-        raise RuntimeError(
-            f"musicnn weights not found ({WEIGHTS_FILE}); regenerate them with "
-            "scripts/convert_musicnn.py") from exc
-    if blob.get("format") != 1 or tuple(blob.get("tags", ())) != MSD_TAGS:
-        raise RuntimeError(f"unexpected musicnn weights file format in {WEIGHTS_FILE}")
     model = MusicnnMSD()
-    state = {k: v.to(torch.float32) if v.is_floating_point() else v
-             for k, v in blob["state_dict"].items()}
+    state = {name: torch.from_numpy(value.astype(np.float32)) for name, value in load_weights().items()}
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:

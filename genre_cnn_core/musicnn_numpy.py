@@ -2,7 +2,7 @@
 
 :class:`MusicnnNumpy` computes what :class:`genre_cnn_core.musicnn.MusicnnMSD`
 computes in eval mode (see that module for the architecture), from the same
-weights file, read by :func:`genre_cnn_core.torchfile.read_torch_file`.  Two
+weights file (:func:`load_weights`, a safetensors file).  Two
 things make it cheaper than the torch port:
 
 Dead filters are not computed.
@@ -24,22 +24,24 @@ Convolutions are matrix products with Toeplitz weights.
     Either way the input is copied little or not at all, and the work runs
     in wide BLAS calls on chunks of bounded size.
 
-Only numpy is imported (scipy's import alone costs more than a forward pass).
+Only numpy (and safetensors' numpy API for the weights) is imported: scipy's import alone costs more
+than a forward pass.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 from importlib import resources
 from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .torchfile import read_torch_file
+from .files import read_safetensors
 
 __all__ = ["DEAD_GAIN", "HOP_LENGTH", "MSD_TAGS", "N_FFT", "N_MELS", "PATCH_FRAMES", "SAMPLE_RATE", "WEIGHTS_FILE",
-           "MusicnnNumpy", "MusicnnNumpyOutput", "load_pretrained"]
+           "MusicnnNumpy", "MusicnnNumpyOutput", "load_pretrained", "load_weights"]
 
 #: A filter whose output can move by at most this much per unit of input
 #: magnitude is treated as dead.  The pretrained network's filters fall into
@@ -54,7 +56,9 @@ N_MELS = 96
 PATCH_FRAMES = 187  # 3 s at 16 kHz / hop 256
 
 #: Name of the converted weights file inside the ``genre_cnn_core.data`` package.
-WEIGHTS_FILE = "musicnn_msd.pt"
+WEIGHTS_FILE = "musicnn_msd.safetensors"
+#: The weights file's header metadata ``format`` (scripts/convert_musicnn.py writes it).
+WEIGHTS_FORMAT = "musicnn-msd"
 
 #: The 50 Million Song Dataset tags, in the order of the model's outputs.
 MSD_TAGS = (
@@ -331,6 +335,22 @@ def _check_state(state) -> None:
     """Raise ValueError unless ``state`` holds musicnn's MSD tensors with the expected shapes."""
     if not isinstance(state, dict):
         raise ValueError(f"musicnn weights: expected a state dict, got {type(state).__name__}")
+    unknown = sorted(set(state) - set(_state_shapes()))
+    if unknown:
+        raise ValueError(f"musicnn weights: unknown tensor {unknown[0][:40]!r}")
+    for key, shape in _state_shapes().items():
+        value = state.get(key)
+        if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or value.shape != shape:
+            found = "missing" if value is None else getattr(value, "shape", type(value).__name__)
+            raise ValueError(f"musicnn weights: {key} should be a float array of shape {shape}, found {found}")
+        if not np.isfinite(value).all():
+            raise ValueError(f"musicnn weights: {key} holds non-finite values")
+        if key.endswith("running_var") and (value < 0).any():
+            raise ValueError(f"musicnn weights: {key} holds negative variances")
+
+
+def _state_shapes() -> dict:
+    """Name -> shape of each tensor of ``MusicnnMSD``'s state dict."""
     front = 2 * 204 + 3 * 51
     expected = {"input_bn": 1, "pool_bn": 2 * (front + 3 * 64), "dense_bn": 200}
     shapes = {}
@@ -351,15 +371,7 @@ def _check_state(state) -> None:
             shapes[f"{name}.{suffix}"] = (size,)
     shapes.update({"dense.weight": (200, 2 * (front + 3 * 64)), "dense.bias": (200,),
                    "output.weight": (50, 200), "output.bias": (50,)})
-    for key, shape in shapes.items():
-        value = state.get(key)
-        if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or value.shape != shape:
-            found = "missing" if value is None else getattr(value, "shape", type(value).__name__)
-            raise ValueError(f"musicnn weights: {key} should be a float array of shape {shape}, found {found}")
-        if not np.isfinite(value).all():
-            raise ValueError(f"musicnn weights: {key} holds non-finite values")
-        if key.endswith("running_var") and (value < 0).any():
-            raise ValueError(f"musicnn weights: {key} holds negative variances")
+    return shapes
 
 
 class MusicnnNumpy:
@@ -368,8 +380,7 @@ class MusicnnNumpy:
     Parameters
     ----------
     state_dict : dict of str to numpy.ndarray
-        ``MusicnnMSD``'s state dict, e.g. ``read_torch_file(...)["state_dict"]``
-        of the packaged weights file (see :func:`load_pretrained`).
+        ``MusicnnMSD``'s state dict, e.g. :func:`load_weights`.
     dead_gain : float, optional
         Filters and channels whose output moves by at most this much per
         unit of input magnitude are replaced by their constant output;
@@ -491,8 +502,8 @@ class MusicnnNumpy:
         return np.concatenate([out.mean_pool, out.max_pool, probabilities], axis=1)
 
 
-def load_pretrained(dead_gain: float = DEAD_GAIN, dtype=np.float32) -> MusicnnNumpy:
-    """:class:`MusicnnNumpy` with the packaged MSD weights (no torch needed).
+def load_weights() -> dict:
+    """The packaged MSD weights: ``MusicnnMSD``'s state dict, as read-only numpy arrays, checked.
 
     Raises
     ------
@@ -501,16 +512,31 @@ def load_pretrained(dead_gain: float = DEAD_GAIN, dtype=np.float32) -> MusicnnNu
     """
     ref = resources.files("genre_cnn_core").joinpath("data").joinpath(WEIGHTS_FILE)
     try:
-        with ref.open("rb") as handle:
-            blob = read_torch_file(handle)
+        state, header = read_safetensors(ref.read_bytes())
     except FileNotFoundError as error:
         raise RuntimeError(f"musicnn weights not found ({WEIGHTS_FILE}); regenerate them with "
                            "scripts/convert_musicnn.py") from error
     except ValueError as error:
         raise RuntimeError(f"unreadable musicnn weights file {WEIGHTS_FILE}: {error}") from None
-    if not isinstance(blob, dict) or blob.get("format") != 1 or len(blob.get("tags", ())) != 50:
+    try:
+        tags = json.loads(header.get("tags", "null"))
+    except ValueError:
+        tags = None
+    if header.get("format") != WEIGHTS_FORMAT or tags != list(MSD_TAGS):
         raise RuntimeError(f"unexpected musicnn weights file format in {WEIGHTS_FILE}")
     try:
-        return MusicnnNumpy(blob["state_dict"], dead_gain=dead_gain, dtype=dtype)
+        _check_state(state)
     except ValueError as error:
         raise RuntimeError(f"musicnn weights file mismatch: {error}") from None
+    return state
+
+
+def load_pretrained(dead_gain: float = DEAD_GAIN, dtype=np.float32) -> MusicnnNumpy:
+    """:class:`MusicnnNumpy` with the packaged MSD weights (no torch needed).
+
+    Raises
+    ------
+    RuntimeError
+        If the packaged weights file is missing or not the expected one.
+    """
+    return MusicnnNumpy(load_weights(), dead_gain=dead_gain, dtype=dtype)

@@ -28,7 +28,7 @@ from .model import GenreModel
 from .runtime import RunConfig, compute_threads, worker_count
 
 #: The model shipped in the package, used until the user trains one.
-DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "data", "default_model.pt")
+DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "data", "default_model.safetensors")
 
 
 class TrainingError(Exception):

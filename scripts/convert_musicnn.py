@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Convert musicnn's pretrained ``MSD_musicnn`` checkpoint to our PyTorch format.
+"""Convert musicnn's pretrained ``MSD_musicnn`` checkpoint to a safetensors weights file.
 
 Usage::
 
@@ -19,12 +19,10 @@ TensorFlow nor the protobuf package is needed:
 
 The variables (optimizer slots such as ``*/Adam`` are skipped) are mapped onto
 the ``state_dict`` of :class:`genre_cnn_core.musicnn.MusicnnMSD` and written,
-atomically, to ``genre_cnn_core/data/musicnn_msd.pt`` as::
-
-    {"format": 1, "source": "...", "dtype": "float32", "tags": [...50 names...],
-     "state_dict": {name: tensor, ...}}
-
-which loads with ``torch.load(path, weights_only=True)``.
+atomically, to ``genre_cnn_core/data/musicnn_msd.safetensors``: the state dict's
+tensors, and in the header's metadata ``format`` (``musicnn-msd``), ``source``,
+``dtype`` and ``tags`` (a JSON list of the 50 tag names). Neither writing nor
+reading it needs torch; ``safetensors.numpy.load_file`` (or the torch API) opens it.
 
 The musicnn model and weights are by Jordi Pons and Xavier Serra (Music
 Technology Group, Universitat Pompeu Fabra), ISC licence; see
@@ -35,17 +33,16 @@ from __future__ import annotations
 
 import argparse
 import ast
-import os
+import json
 import struct
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = REPO_ROOT / "genre_cnn_core" / "data" / "musicnn_msd.pt"
+DEFAULT_OUTPUT = REPO_ROOT / "genre_cnn_core" / "data" / "musicnn_msd.safetensors"
 CHECKPOINT_DIR = "musicnn/MSD_musicnn/"
 CONFIG_MEMBER = "musicnn/configuration.py"
 
@@ -348,7 +345,7 @@ def map_to_state_dict(tf_vars: dict[str, np.ndarray], reference: dict) -> dict[s
     tf_vars : dict
         Variables read by :func:`read_checkpoint`.
     reference : dict
-        ``MusicnnMSD().state_dict()``, used to check every name and shape.
+        Name -> shape of each tensor of ``MusicnnMSD``'s state dict, used to check every name and shape.
 
     Returns
     -------
@@ -392,72 +389,40 @@ def map_to_state_dict(tf_vars: dict[str, np.ndarray], reference: dict) -> dict[s
     unused = set(tf_vars) - used
     if unused:
         raise ValueError(f"unmapped checkpoint variables: {sorted(unused)}")
-    for name, ref in reference.items():
-        if name.endswith("num_batches_tracked"):
-            continue
+    for name, shape in reference.items():
         if name not in out:
             raise ValueError(f"state_dict entry {name!r} has no checkpoint source")
-        if tuple(out[name].shape) != tuple(ref.shape):
-            raise ValueError(f"{name}: shape {out[name].shape} != expected {tuple(ref.shape)}")
+        if tuple(out[name].shape) != tuple(shape):
+            raise ValueError(f"{name}: shape {out[name].shape} != expected {tuple(shape)}")
     extra = set(out) - set(reference)
     if extra:
         raise ValueError(f"unexpected entries: {sorted(extra)}")
     return out
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def save_atomic(obj, path: Path) -> None:
-    """``torch.save`` to a temp file in the target directory, then ``os.replace``."""
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def convert(wheel: Path, output: Path = DEFAULT_OUTPUT, *, dtype: str = "float32",
             verify: bool = True) -> dict:
     """Convert the wheel's MSD_musicnn checkpoint and write ``output``.
 
-    Returns the saved object.
+    Returns the state dict written (numpy arrays).
     """
-    import torch
-
     sys.path.insert(0, str(REPO_ROOT))
-    from genre_cnn_core.musicnn import MusicnnMSD
+    from genre_cnn_core.files import atomic_write, safetensors_bytes
+    from genre_cnn_core.musicnn_numpy import WEIGHTS_FORMAT, _state_shapes
 
     tf_vars, tags = read_wheel(wheel, verify=verify)
-    reference = MusicnnMSD().state_dict()
+    reference = _state_shapes()
     mapped = map_to_state_dict(tf_vars, reference)
-    torch_dtype = {"float16": torch.float16, "float32": torch.float32}[dtype]
-    state_dict = {name: torch.from_numpy(mapped[name]).to(torch_dtype)
-                  for name in reference if name in mapped}
-    obj = {
-        "format": 1,
+    state_dict = {name: mapped[name].astype(dtype) for name in reference}
+    header = {
+        "format": WEIGHTS_FORMAT,
         "source": "musicnn 0.1.0 MSD_musicnn (Pons & Serra 2019), ISC licence",
         "dtype": dtype,
-        "tags": tags,
-        "state_dict": state_dict,
+        "tags": json.dumps(tags),
     }
-    save_atomic(obj, output)
-    return obj
+    data = safetensors_bytes(state_dict, header)
+    atomic_write(str(output), lambda handle: handle.write(data))
+    return state_dict
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -472,11 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the CRC32C check of the checkpoint data")
     args = parser.parse_args(argv)
-    obj = convert(args.wheel, args.output, dtype=args.dtype, verify=not args.no_verify)
-    n_params = sum(t.numel() for k, t in obj["state_dict"].items()
-                   if not k.endswith(("running_mean", "running_var")))
+    state_dict = convert(args.wheel, args.output, dtype=args.dtype, verify=not args.no_verify)
+    n_params = sum(t.size for k, t in state_dict.items() if not k.endswith(("running_mean", "running_var")))
     print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.2f} MB, "
-          f"{len(obj['state_dict'])} tensors, {n_params} parameters, {args.dtype})")
+          f"{len(state_dict)} tensors, {n_params} parameters, {args.dtype})")
     return 0
 
 

@@ -1,14 +1,18 @@
-"""Model files: plain data, loaded without running code, and nothing in them believed unchecked."""
+"""Model files: safetensors (plain data), read and written without torch, nothing in them believed unchecked."""
 
 import json
 import os
 import pickle
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
 import pytest
-import torch
+from safetensors.numpy import load_file, save_file
 
 from genre_cnn_core import FeatureSettings, GenreModel, ModelError
+from genre_cnn_core.files import read_safetensors
 from genre_cnn_core.linear_head import LinearHead
 
 
@@ -25,7 +29,7 @@ def head_model(genres=("jazz", "rock", "pop")) -> GenreModel:
 
 @pytest.fixture
 def saved(tmp_path):
-    path = tmp_path / "model.pt"
+    path = tmp_path / "model.safetensors"
     head_model().save(str(path))
     return path
 
@@ -38,8 +42,19 @@ def test_round_trip_keeps_everything_and_the_id(saved):
     x = np.random.default_rng(1).random((4, 1556)).astype(np.float32)
     np.testing.assert_allclose(loaded.predict_proba(list(x)), model.predict_proba(list(x)), rtol=1e-6)
     np.testing.assert_array_equal(loaded.heldout()["a" * 20], model.heldout_probabilities[0])
-    payload = torch.load(str(saved), weights_only=True)  # plain data: tensors and one JSON string
-    assert isinstance(payload["metadata"], str) and json.loads(payload["metadata"])["model_id"] == model.model_id
+    tensors, header = read_safetensors(saved.read_bytes())  # any safetensors reader: tensors and one JSON string
+    assert set(tensors) == {"weights/mean", "weights/scale", "weights/weight", "weights/bias", "calibration",
+                            "heldout_probabilities", "heldout_known"}
+    assert header["format_version"] == "3" and json.loads(header["model"])["model_id"] == model.model_id
+
+
+def test_saving_and_loading_never_import_torch(tmp_path):
+    code = ("import sys; from genre_cnn_core import DEFAULT_MODEL, GenreModel; "
+            f"GenreModel.load(DEFAULT_MODEL).save({str(tmp_path / 'm.safetensors')!r}); "
+            f"GenreModel.load({str(tmp_path / 'm.safetensors')!r}); "
+            "from genre_cnn_core.musicnn_numpy import load_pretrained; load_pretrained(); "
+            "assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_the_id_changes_with_any_weight():
@@ -48,98 +63,168 @@ def test_the_id_changes_with_any_weight():
     assert model.model_id != other.model_id
 
 
+class Payload:
+    """A model file's content, editable: its tensors (writable copies) and its metadata."""
+
+    def __init__(self, path):
+        self.tensors = {name: np.array(value) for name, value in load_file(path).items()}
+        self.header = read_safetensors(open(path, "rb").read())[1]
+        self.meta = json.loads(self.header["model"])
+
+    def __getitem__(self, name):
+        return self.tensors[f"weights/{name}"] if f"weights/{name}" in self.tensors else self.tensors[name]
+
+    def save(self, path):
+        header = dict(self.header)
+        if self.meta is not None:
+            header["model"] = json.dumps(self.meta)
+        save_file(self.tensors, path, metadata=header)
+        return str(path)
+
+
 def _tampered(saved, tmp_path, change):
-    payload = torch.load(str(saved), weights_only=True)
-    meta = json.loads(payload["metadata"])
-    change(payload, meta)
-    payload["metadata"] = json.dumps(meta) if not isinstance(meta, str) else meta
-    path = tmp_path / "tampered.pt"
-    torch.save(payload, path)
-    return str(path)
+    payload = Payload(str(saved))
+    change(payload, payload.meta)
+    return payload.save(tmp_path / "tampered.safetensors")
 
 
 def _set(key, value):
     return lambda payload, meta: meta.__setitem__(key, value)
 
 
+def _header(key, value):
+    return lambda payload, meta: payload.header.__setitem__(key, value)
+
+
+def _tensor(key, value):
+    return lambda payload, meta: payload.tensors.__setitem__(key, value)
+
+
+def _setting(key, value):
+    return lambda payload, meta: meta["settings"].__setitem__(key, value)
+
+
 BAD = {
-    "NaN weights": (lambda p, m: p["weights"]["weight"].fill_(float("nan")), "weight weight is not finite"),
-    "infinite scale": (lambda p, m: p["weights"]["scale"].__setitem__(0, float("inf")), "scale is not finite"),
-    "negative scale": (lambda p, m: p["weights"]["scale"].__setitem__(0, -1.0), "scale must be positive"),
-    "edited weight": (lambda p, m: p["weights"]["bias"].__setitem__(0, 5.0), "does not match its id"),
+    "NaN weights": (lambda p, m: p["weight"].fill(np.nan), "weight weight is not finite"),
+    "infinite scale": (lambda p, m: p["scale"].__setitem__(0, np.inf), "scale is not finite"),
+    "negative scale": (lambda p, m: p["scale"].__setitem__(0, -1.0), "scale must be positive"),
+    "float64 weights": (_tensor("weights/bias", np.zeros(3, np.float64)), "'bias' is neither a float32 nor an int64"),
+    "edited weight": (lambda p, m: p["bias"].__setitem__(0, 5.0), "does not match its id"),
     "edited metadata": (_set("trained_at", "yesterday"), "does not match its id"),
     "zero calibration slope": (lambda p, m: p["calibration"].__setitem__(0, 0.0), "slope 0.0 must be positive"),
     "negative calibration slope": (lambda p, m: p["calibration"].__setitem__(0, -2.0), "must be positive"),
     "genres not a list": (_set("genres", "jazz"), "genres is not a non-empty list"),
     "repeated genres": (_set("genres", ["jazz", "jazz", "pop"]), "genres are not distinct"),
-    "empty genre": (_set("genres", ["jazz", "", "pop"]), "is not a genre name"),
-    "genre not text": (_set("genres", ["jazz", 7, "pop"]), "is not a genre name"),
+    "empty genre": (_set("genres", ["jazz", "", "pop"]), "is not a name"),
+    "genre not text": (_set("genres", ["jazz", 7, "pop"]), "is not a name"),
+    "genre too long": (_set("genres", ["jazz", "x" * 65, "pop"]), "is not a name .1 to 64 characters"),
+    "genre with a list delimiter": (_set("genres", ["jazz", "rock; pop", "pop"]), "holds a list delimiter"),
+    "genre with beets' database delimiter": (_set("genres", ["jazz", "rock\\\u2400pop", "pop"]), "list delimiter"),
+    "spelling with a list delimiter": (_set("spellings", ["Jazz", "Rock; Pop", "Pop"]), "list delimiter"),
+    "genre with spaces around": (_set("genres", ["jazz", " rock", "pop"]), "spaces around it"),
+    "genre with an ANSI escape": (_set("genres", ["jazz", "\x1b[2Jrock", "pop"]), "holds a control character"),
+    "genre with a newline": (_set("genres", ["jazz", "rock\nTraceback", "pop"]), "holds a control character"),
+    "genre with a bidi override": (_set("genres", ["jazz", "ro\u202eck", "pop"]), "holds a control character"),
+    "name not text": (_set("name", {"a": 1}), "model name: a dict is not a name"),
+    "name too long": (_set("name", "n" * 100_000), "a string of 100000 characters"),
+    "name with a newline": (_set("name", "mine\nTraceback (most recent call last):"), "control character"),
+    "metadata string with an escape": (_set("notes", {"x": ["ok", "\x1b]0;title\x07"]}), "metadata.notes.x:"),
+    "metadata key with an escape": (_set("notes", {"\x1b[31m": 1}), "holds a control character"),
+    "metadata nested too deep": (_set("notes", json.loads("[" * 40 + "]" * 40)), "nested deeper than"),
     "fewer genres than outputs": (_set("genres", ["jazz", "rock"]), "spellings for 2 genres"),
     "offset out of range": (lambda p, m: m["architecture"].__setitem__("offset", 1600), "head reads features"),
-    "hop 0": (lambda p, m: m["settings"].__setitem__("hop_length", 0), "hop_length must be"),
-    "no excerpts": (lambda p, m: m["settings"].__setitem__("n_excerpts", 0), "n_excerpts must be"),
-    "negative excerpt": (lambda p, m: m["settings"].__setitem__("excerpt_seconds", -3.0), "excerpt_seconds"),
-    "sample rate as text": (lambda p, m: m["settings"].__setitem__("sample_rate", "16000"), "sample_rate must be"),
-    "version not an integer": (lambda p, m: p.__setitem__("format_version", "2"), "invalid model format"),
-    "negative version": (lambda p, m: p.__setitem__("format_version", -1), "invalid model format"),
-    "older version": (lambda p, m: p.__setitem__("format_version", 1), "older cnngenre"),
-    "newer version": (lambda p, m: p.__setitem__("format_version", 9), "newer cnngenre"),
+    "hop 0": (_setting("hop_length", 0), "hop_length must be"),
+    "no excerpts": (_setting("n_excerpts", 0), "n_excerpts must be"),
+    "64 excerpts": (_setting("n_excerpts", 64), "n_excerpts must be an integer from 1 to 16"),
+    "600 s excerpts": (_setting("excerpt_seconds", 600.0), "excerpt_seconds must be a number from 0.5 to 30"),
+    "too much audio per track": (lambda p, m: m["settings"].update(n_excerpts=16, excerpt_seconds=30.0),
+                                 "16 excerpts of 30.0 s: 480 s of audio per track, more than 120 s"),
+    "a huge FFT for its hop": (lambda p, m: m["settings"].update(n_fft=4096, hop_length=256),
+                               "n_fft 4096 must be a power of two, from hop_length 256 to 4 times it"),
+    "sample rate too high": (_setting("sample_rate", 192000), "sample_rate must be an integer from 8000 to 48000"),
+    "negative excerpt": (_setting("excerpt_seconds", -3.0), "excerpt_seconds"),
+    "sample rate as text": (_setting("sample_rate", "16000"), "sample_rate must be"),
+    "version not an integer": (_header("format_version", "2.5"), "invalid model format"),
+    "negative version": (_header("format_version", "-1"), "invalid model format"),
+    "older version": (_header("format_version", "2"), "older cnngenre"),
+    "newer version": (_header("format_version", "9"), "newer cnngenre"),
+    "another safetensors file": (_header("format", "something-else"), "not a cnngenre model file"),
+    "no model metadata": (lambda p, m: (p.header.pop("model"), setattr(p, "meta", None)), "no model metadata"),
     "model id not text": (_set("model_id", 12), "model id is not a string"),
     "unknown backbone": (_set("backbone", "vggish"), "unknown backbone 'vggish'"),
     "held-out shape": (_set("heldout_ids", ["a" * 20]), "held-out probabilities has shape"),
     "held-out above 1": (lambda p, m: p["heldout_probabilities"].__setitem__(0, 2.0), "outside 0..1"),
     "trained_on not ids": (_set("trained_on", [1, 2]), "trained_on is not a list"),
-    "held-out mask not booleans": (lambda p, m: p.__setitem__("heldout_known", p["heldout_known"].float()),
+    "held-out mask not booleans": (_tensor("heldout_known", np.ones((2, 3), np.float32)),
                                    "heldout_known is not a boolean tensor"),
-    "metadata not JSON": (lambda p, m: p.__setitem__("metadata", "{not json"), "not valid JSON"),
+    "an extra tensor": (_tensor("payload", np.zeros(1000, np.float32)), "unknown tensor 'payload'"),
+    "an extra weight": (_tensor("weights/extra", np.zeros(10, np.float32)), "head weights .*'extra'"),
+    "metadata not JSON": (lambda p, m: (p.header.__setitem__("model", "{not json"), setattr(p, "meta", None)),
+                          "not valid JSON"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_invalid_content_is_refused_with_what_is_wrong(saved, tmp_path, case):
     change, message = BAD[case]
-
-    def apply(payload, meta):
-        change(payload, meta)
-    path = _tampered(saved, tmp_path, apply) if case != "metadata not JSON" else None
-    if path is None:
-        payload = torch.load(str(saved), weights_only=True)
-        change(payload, None)
-        path = str(tmp_path / "tampered.pt")
-        torch.save(payload, path)
+    path = _tampered(saved, tmp_path, change)
     with pytest.raises(ModelError, match=message) as error:
         GenreModel.load(path)
-    assert "\n" not in str(error.value) and path in str(error.value)
+    assert "\n" not in str(error.value) and "\x1b" not in str(error.value) and path in str(error.value)
+    assert len(str(error.value)) < 300
 
 
-def test_model_file_with_code_is_refused_without_running_it(tmp_path):
+def test_a_model_that_would_not_load_is_not_saved(tmp_path):
+    model = head_model(genres=("jazz", "rock; pop", "soul"))
+    with pytest.raises(ModelError, match="list delimiter"):
+        model.save(str(tmp_path / "model.safetensors"))
+    assert not os.listdir(tmp_path)
+
+
+def test_files_of_the_previous_version_and_pickles_are_refused_without_unpickling(tmp_path):
     marker = tmp_path / "pwned"
 
     class Payload:
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
-    path = tmp_path / "evil.pt"
-    with open(path, "wb") as handle:
+    pickled = tmp_path / "evil.pt"
+    with open(pickled, "wb") as handle:
         pickle.dump({"format_version": 2, "x": Payload()}, handle, protocol=2)
-    torch.save({"format_version": 2, "metadata": Payload()}, tmp_path / "evil2.pt")
-    for candidate in (path, tmp_path / "evil2.pt"):
-        with pytest.raises(ModelError, match=r"refused to load: the file asks to run code \((os|posix)\.system\)"):
-            GenreModel.load(str(candidate))
+    with pytest.raises(ModelError, match="a Python pickle, which cnngenre never loads"):
+        GenreModel.load(str(pickled))
+    # what torch.save wrote for cnngenre 0.2: a zip archive holding a pickle (this one asks to run code)
+    older = tmp_path / "model.pt"
+    with zipfile.ZipFile(older, "w") as archive:
+        archive.writestr("model/data.pkl", pickle.dumps({"format_version": 2, "metadata": Payload()}, protocol=2))
+    with pytest.raises(ModelError) as error:
+        GenreModel.load(str(older))
+    assert str(error.value) == (f"{older}: made by an older cnngenre (a PyTorch file); retrain with "
+                                "`beet cnngenre -t` (seconds with the default backbone)")
     assert not marker.exists()
 
 
-def test_garbage_missing_fifo_and_huge_files_are_refused(tmp_path, monkeypatch):
-    garbage = tmp_path / "garbage.pt"
+def test_garbage_truncated_missing_fifo_and_huge_files_are_refused(saved, tmp_path, monkeypatch):
+    garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\0garbage")
     with pytest.raises(ModelError, match="not a readable model file"):
         GenreModel.load(str(garbage))
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(saved.read_bytes()[:-10])
+    with pytest.raises(ModelError, match=r"not a readable model file \(damaged safetensors file"):
+        GenreModel.load(str(truncated))
+    lying = tmp_path / "lying.safetensors"
+    lying.write_bytes((10**12).to_bytes(8, "little") + b"{}")
+    with pytest.raises(ModelError, match="header would be longer than the file"):
+        GenreModel.load(str(lying))
     with pytest.raises(ModelError, match="no model file"):
-        GenreModel.load(str(tmp_path / "missing.pt"))
-    fifo = tmp_path / "fifo.pt"
+        GenreModel.load(str(tmp_path / "missing.safetensors"))
+    fifo = tmp_path / "fifo.safetensors"
     os.mkfifo(fifo)
-    with pytest.raises(ModelError, match="not a regular file"):
+    with pytest.raises(ModelError, match=r"not a regular file \(FIFO\)"):
         GenreModel.load(str(fifo))  # returns at once: never opened
+    with pytest.raises(ModelError, match="is a folder, not a file"):
+        GenreModel.load(str(tmp_path))
     import genre_cnn_core.model
 
     monkeypatch.setattr(genre_cnn_core.model, "MAX_MODEL_BYTES", 4)

@@ -22,7 +22,6 @@ import torch
 from genre_cnn_core import musicnn, musicnn_numpy
 from genre_cnn_core.features import FeatureSettings, fixed_frames, log_mel
 from genre_cnn_core.musicnn_numpy import MusicnnNumpy
-from genre_cnn_core.torchfile import read_torch_file
 
 from synth import GENRES, synth_track
 
@@ -45,7 +44,7 @@ def patches():
 
 @pytest.fixture(scope="module")
 def state_dict():
-    return read_torch_file(Path(musicnn_numpy.__file__).parent / "data" / "musicnn_msd.pt")["state_dict"]
+    return musicnn_numpy.load_weights()
 
 
 def torch_outputs(patches, dtype=torch.float32):

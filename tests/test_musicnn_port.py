@@ -13,6 +13,7 @@ A wrong port (padding, channel order, pooled-feature interleaving, batch-norm
 epsilon) is off by 1e-2 or (much) more.
 """
 
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -49,15 +50,16 @@ def test_constants():
     assert len(MSD_TAGS) == 50 and MSD_TAGS[0] == "rock" and MSD_TAGS[-1] == "happy"
 
 
-def test_weights_file_loads_with_weights_only():
+def test_weights_file_loads_with_safetensors_torch_api():
+    from safetensors import safe_open
+
     ref = resources.files("genre_cnn_core").joinpath("data").joinpath(musicnn.WEIGHTS_FILE)
-    with ref.open("rb") as fh:
-        blob = torch.load(fh, map_location="cpu", weights_only=True)
-    assert blob["format"] == 1
-    assert tuple(blob["tags"]) == MSD_TAGS
-    expected = {k for k in MusicnnMSD().state_dict() if not k.endswith("num_batches_tracked")}
-    assert set(blob["state_dict"]) == expected
-    assert all(isinstance(v, torch.Tensor) for v in blob["state_dict"].values())
+    with safe_open(str(ref), framework="pt") as weights:
+        assert weights.metadata()["format"] == "musicnn-msd"
+        assert tuple(json.loads(weights.metadata()["tags"])) == MSD_TAGS
+        expected = {k for k in MusicnnMSD().state_dict() if not k.endswith("num_batches_tracked")}
+        assert set(weights.keys()) == expected
+        assert all(weights.get_tensor(k).dtype == torch.float32 for k in expected)
 
 
 def test_pretrained_model_state(model):

@@ -40,7 +40,7 @@ class TestTrainAndPredict(CnnGenreHelper):
         assert {tuple(i.genres) for i in items} >= {("TECHNO", "Electronic"), ("chip-tune",)}
         self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "-e", "15", "-j", "2")
         out = capsys.readouterr().out
-        model_path = os.path.join(self.config.config_dir(), "cnngenre", "model.pt")
+        model_path = os.path.join(self.config.config_dir(), "cnngenre", "model.safetensors")
         assert os.path.exists(model_path)
         assert "tracks per genre: " in out and "techno 8" in out and "chiptune 8" in out
         assert "micro-F1" in out and "mAP" in out and "saved scratch-" in out
@@ -138,13 +138,25 @@ class TestErrors(CnnGenreHelper):
             self.run_command("cnngenre", "-t", "-b", "scratch")
 
     def test_incompatible_model(self, library_files, tmp_path):
-        import torch
+        from safetensors.numpy import save_file
 
-        path = tmp_path / "future.pt"
-        torch.save({"format_version": 7, "metadata": "{}", "state_dict": {}}, path)
+        path = tmp_path / "future.safetensors"
+        save_file({}, path, metadata={"format": "cnngenre-model", "format_version": "7", "model": "{}"})
         self.use_model(str(path))
         self.add_files(library_files[:1])
         with pytest.raises(UserError, match="newer cnngenre"):
+            self.run_command("cnngenre")
+
+    def test_a_model_of_the_previous_version_at_the_default_location_asks_for_retraining(self, library_files):
+        import zipfile
+
+        folder = os.path.join(self.config.config_dir(), "cnngenre")
+        os.makedirs(folder, exist_ok=True)
+        with zipfile.ZipFile(os.path.join(folder, "model.pt"), "w") as archive:  # as torch.save wrote it
+            archive.writestr("model/data.pkl", b"\x80\x02}q\x00.")
+        self.add_files(library_files[:1])
+        with pytest.raises(UserError, match=r"model.pt: made by an older cnngenre \(a PyTorch file\); retrain with "
+                                             r"`beet cnngenre -t`"):
             self.run_command("cnngenre")
 
     def test_modes_that_make_no_sense_together_are_refused(self, library_files, scratch_model_path):
@@ -160,7 +172,7 @@ class TestErrors(CnnGenreHelper):
         self.run_command("cnngenre", "-t", "-p", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1")
         out = capsys.readouterr().out
         assert "micro-F1" in out and "not saved (-p)" in out
-        assert not os.path.exists(os.path.join(self.config.config_dir(), "cnngenre", "model.pt"))
+        assert not os.path.exists(os.path.join(self.config.config_dir(), "cnngenre", "model.safetensors"))
 
     def test_max_genres_gives_the_real_reason(self, library_files, capsys):
         self.add_files(library_files)

@@ -44,7 +44,7 @@ class TestSuspects(PluginTestHelper):
         assert {i.id for i in self.lib.items("cnn_suspect:0.9..")} == flagged
 
         # Training tracks are judged by their held-out predictions, never by the model that learned from them.
-        model = GenreModel.load(f"{self.config.config_dir()}/cnngenre/model.pt")
+        model = GenreModel.load(f"{self.config.config_dir()}/cnngenre/model.safetensors")
         paths = [str(p) for p, _ in library_files]
         heldout = model.heldout()
         judgements = list(judge_files(model, paths, [list(i.genres) for i in items]))

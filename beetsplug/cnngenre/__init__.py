@@ -240,6 +240,9 @@ class CnnGenrePlugin(BeetsPlugin):
 
         if os.path.exists(settings.model) or settings.model_given:
             return GenreModel.load(settings.model)
+        older = os.path.join(os.path.dirname(settings.model), "model.pt")  # where cnngenre 0.2 saved it
+        if os.path.exists(older):
+            return GenreModel.load(older)  # refused: made by an older cnngenre, retrain
         if os.path.exists(genre_cnn_core.DEFAULT_MODEL):
             model = GenreModel.load(genre_cnn_core.DEFAULT_MODEL)
             self.say_once("no model at {} yet: using the default model ({}); train your own on your genres "

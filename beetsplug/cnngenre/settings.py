@@ -134,7 +134,7 @@ def read_settings(view, opts=None) -> Settings:
     if opts is not None:
         view.set_args({k: v for k, v in vars(opts).items() if k in DEFAULTS and v is not None})
     c = view
-    default_model = os.path.join(config.config_dir(), "cnngenre", "model.pt")
+    default_model = os.path.join(config.config_dir(), "cnngenre", "model.safetensors")
     device = c["device"].get()
     if not is_device_name(device):
         _bad(c["device"], "auto, cpu, cuda or cuda:N")
