@@ -36,7 +36,7 @@ _EXPORTS = {
     "matplotlib_available": "plots", "save_confusion_matrix": "plots", "save_training_curve": "plots",
     "BACKENDS": "runtime", "RunConfig": "runtime", "available_cores": "runtime", "dask_client": "runtime",
     "is_device_name": "runtime", "resolve_device": "runtime", "worker_count": "runtime",
-    "TagWriteRefused": "tagwrite", "write_tags": "tagwrite",
+    "TagWriteRefused": "tagwrite", "remove_leftover_copies": "tagwrite", "write_tags": "tagwrite",
 }
 
 

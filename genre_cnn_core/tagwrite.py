@@ -1,29 +1,34 @@
-"""Writing tags so that a crash leaves the old file or the new one, never a damaged one.
+"""Writing tags so that a kill at any moment leaves the old file or the new one, never a damaged one.
 
-mutagen writes tags in place: when they outgrow the room the file keeps for
-them, it moves everything after them, the whole audio of a large file, and
-a process killed meanwhile leaves a file that does not decode.
-:func:`write_tags` first lets mutagen save into a recording stand-in for
-the file, telling it to keep exactly the padding there is, so that nothing
-after the tags moves; the save only counts as fitting if it overwrites
-bytes inside the file and neither grows nor shrinks it. The bytes that
-actually change are then written with one ``pwrite`` each:
+beets writes tags with mediafile, which saves them with mutagen in place:
+when they outgrow the room the file keeps for them, mutagen moves
+everything after them, the whole audio of a large file, and a process
+killed meanwhile leaves a file that does not decode. Neither beets nor
+mediafile nor mutagen offers a write that cannot leave a damaged file,
+hence this module. It does not write tags itself: the caller's writer
+(beets' ``Item.write``, which sends beets' ``write`` and ``after_write``
+events; by default mediafile) writes them, and this module chooses where:
 
-- when they all lie within one page of the file (4 KiB, file-aligned: the
-  write of a killed process stops only at a page boundary), always;
-- when they span pages, only for ID3 tags (MP3, and WAVE, AIFF and DSF
-  files that already hold one), whose size and place stay: a kill during
-  that write can garble the tags but never the audio or where it starts.
+- on the file itself when saving the tags there changes no byte outside
+  the room they have. That is found out first, by letting mediafile save
+  the same tags, as beets would (mutagen's default padding), into a
+  stand-in for the file that records what would be written: the save only
+  counts as fitting if it neither grows nor shrinks the file, and the
+  bytes it changes lie within one page of the file (4 KiB, file-aligned:
+  the write of a killed process stops only at a page boundary), or in an
+  ID3 tag (MP3, and WAVE, AIFF and DSF files that hold one), whose size
+  and place stay, so that a kill can garble the tags but never the audio
+  or where it starts;
+- otherwise (no room, too much padding, a FLAC, Ogg, MP4 or ASF change
+  spanning pages, where a torn write would break the metadata chain, a
+  page checksum or an atom size; APEv2 formats, which mutagen truncates to
+  write) on a temporary copy next to the file, whose audio is then checked
+  against the original's, flushed to disk and renamed over the file, with
+  its owner, mode and extended attributes.
 
-Otherwise (no room, or a FLAC, Ogg, MP4 or ASF change spanning pages, where
-a torn write would break the metadata chain, a page checksum or an atom
-size) it writes a temporary copy next to the file, checks that the copy's
-audio is the original's, flushes it to disk and renames it over the file.
-(A power cut is another matter: only that copy is flushed to disk before it
-takes the file's place; in-place writes are left to the system, as mutagen
-leaves them.)
-APEv2 formats (Monkey's Audio, WavPack, Musepack) are always written
-through a copy: mutagen truncates them to write their tags.
+A power cut is another matter: only that copy is flushed to disk before it
+takes the file's place; in-place writes are left to the system, as beets
+leaves them.
 
 Hard links: renaming a copy over one name would leave the file's other names
 with the old tags and the old inode, so a file with several links is written
@@ -39,12 +44,13 @@ import errno
 import hashlib
 import io
 import os
+import re
 import shutil
 import stat
+from collections.abc import Callable, Iterable, Mapping
 
 import mediafile
 import mutagen
-import mutagen.apev2
 
 from .container import audio_identity, container_problem
 
@@ -65,15 +71,12 @@ _PAGE = 4096
 #: at the end of DSF): garbled, it garbles no audio.
 _ID3_BLOCK_TYPES = {"mp3", "wav", "aiff", "dsf"}
 
-#: More kept padding than this is not kept: FLAC's padding block cannot
-#: hold it, and mutagen would then shrink the padding and move the audio.
-_MAX_KEPT_PADDING = (1 << 24) - 1
-
 #: A save that would write more than this in place is not a tag edit
 #: mutagen would make without moving data; it goes through a copy.
 _MAX_RECORDED = 64 << 20
 
 _TEMP_MARK = ".cnngenre-tmp"
+_TEMP_NAME = re.compile(r"^\..+" + re.escape(_TEMP_MARK) + r"(\.[^.]*)?$")
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -86,28 +89,32 @@ class TagWriteRefused(OSError):
     """
 
 
-def write_tags(path, assign, *, id3v23: bool = False) -> str:
-    """Write tags to a file so that a crash at any moment leaves it whole.
+def write_tags(path, tags: Mapping, write: Callable[[str | None], None] | None = None, *,
+               id3v23: bool = False) -> str:
+    """Write tags to a file so that a kill at any moment leaves it whole.
 
     Parameters
     ----------
     path : str or os.PathLike
         The file; a symbolic link is followed and kept.
-    assign : callable
-        Called with a :class:`mediafile.MediaFile` open on the file and sets
-        the tags as attributes (``media.genre = "Jazz"``). When the tags do
-        not fit in place it is called a second time, on a fresh MediaFile
-        open on a temporary copy, so it should do nothing but set them.
+    tags : mapping
+        The tags ``write`` sets, as :meth:`mediafile.MediaFile.update` takes
+        them (``{"genres": ["Jazz"], "comments": None}``: None removes a
+        tag). Used to find out beforehand whether they fit in place.
+    write : callable, optional
+        Writes ``tags``, called once: with None to write the file itself
+        (when they fit in place), or with the path of a temporary copy of
+        it. beets' ``Item.write(path=...)`` is such a writer. By default
+        mediafile writes them.
     id3v23 : bool
         Write ID3v2.3 rather than ID3v2.4 tags to MP3 files, as beets'
-        ``id3v23`` option does.
+        ``id3v23`` option does (``write`` must do the same).
 
     Returns
     -------
     str
         ``"in place"`` when the tags fitted in the room the file had for
-        them (only the bytes that change are written, none when nothing
-        does), ``"rewritten"`` when the file was replaced by a new copy
+        them, ``"rewritten"`` when the file was replaced by the written copy
         (which keeps room for later writes).
 
     Raises
@@ -122,7 +129,9 @@ def write_tags(path, assign, *, id3v23: bool = False) -> str:
         When mediafile cannot read or write the file's tags.
     OSError
         When the file cannot be read or written (missing, not writable,
-        disk full); the file is untouched.
+        immutable, disk full); the file is untouched.
+    Exception
+        Whatever ``write`` raises; a copy it was writing is removed.
     """
     target = os.path.realpath(path)
     status = os.stat(target)
@@ -130,20 +139,50 @@ def write_tags(path, assign, *, id3v23: bool = False) -> str:
         raise TagWriteRefused("not a regular file")
     problem = container_problem(target)
     if problem:
-        raise TagWriteRefused(f"inconsistent container, tags not written: {problem}")
+        raise TagWriteRefused(f"inconsistent container: {problem}")
+    if write is None:
+        def write(where):
+            media = mediafile.MediaFile(where or target, id3v23=id3v23)
+            media.update(tags)
+            media.save()
     temp = _temp_path(target)
     _remove_stale_copy(temp)
-    with open(target, "r+b") as file:  # a read-only file is refused here, not replaced
-        recorder = _Recorder(file, target)
-        media = mediafile.MediaFile(recorder, id3v23=id3v23)
-        assign(media)
-        if _save_in_place(media, recorder, file):
-            return IN_PLACE
+    with open(target, "r+b") as file:  # a read-only or immutable file is refused here, not replaced
+        fits = _fits_in_place(_Recorder(file, target), tags, id3v23)
+    if fits:
+        write(None)
+        return IN_PLACE
     if status.st_nlink > 1:
         raise TagWriteRefused(f"the tags do not fit in place and the file has {status.st_nlink} hard links, "
                               "which a new copy would split")
-    _rewrite(target, status, temp, assign, id3v23)
+    _rewrite(target, status, temp, write)
     return REWRITTEN
+
+
+def remove_leftover_copies(folders: Iterable) -> list[str]:
+    """Remove the temporary copies that killed writes left in these folders.
+
+    A write in progress holds a lock on its copy and is left alone. A folder
+    that cannot be listed is passed over.
+
+    Returns
+    -------
+    list of str
+        The paths removed.
+    """
+    removed = []
+    for folder in map(os.fsdecode, folders):
+        try:
+            with os.scandir(folder) as entries:
+                names = [entry.name for entry in entries if _TEMP_NAME.match(entry.name)]
+        except OSError:
+            continue
+        for name in names:
+            temp = os.path.join(folder, name)
+            with contextlib.suppress(OSError):  # TagWriteRefused: a write in progress
+                if _remove_stale_copy(temp):
+                    removed.append(temp)
+    return removed
 
 
 class _NoRoom(mutagen.MutagenError):
@@ -276,46 +315,23 @@ def _differing_range(old: memoryview, new: memoryview) -> tuple[int, int]:
     return first, low
 
 
-def _save_in_place(media: mediafile.MediaFile, recorder: _Recorder, file) -> bool:
-    """Write the tags into the room the file has for them; False, the file untouched, when that is unsafe."""
-
-    def keep_layout(info):
-        if not 0 <= info.padding <= _MAX_KEPT_PADDING:
-            recorder.refuse("the tags do not fit in the padding")
-        return info.padding  # exactly what is there: nothing after the tags moves
-
-    # mutagen's APEv2 writer knows no padding: it truncates, and the recorder refuses.
-    options = {} if isinstance(media.mgfile, mutagen.apev2.APEv2File) else {"padding": keep_layout}
+def _fits_in_place(recorder: _Recorder, tags: Mapping, id3v23: bool) -> bool:
+    """Whether saving ``tags`` as beets does changes no byte of the file outside the room they have."""
+    media = mediafile.MediaFile(recorder, id3v23=id3v23)
+    media.update(tags)
     recorder.seek(0)  # where a file mutagen opens itself would be
     try:
-        media.save(**options)
+        media.save()  # mutagen's default padding, as beets' Item.write saves
     except mediafile.UnreadableFileError:  # how mediafile passes on what mutagen raised
         if recorder.refusal:
             return False
         raise
     changes = recorder.changes()
     pages = {page for offset, data in changes for page in (offset // _PAGE, (offset + len(data) - 1) // _PAGE)}
-    if len(pages) > 1 and media.type not in _ID3_BLOCK_TYPES:
-        return False
-    for offset, data in changes:
-        _write_at(file, offset, data)
-    return True
+    return len(pages) <= 1 or media.type in _ID3_BLOCK_TYPES
 
 
-def _write_at(file, offset: int, data: bytes) -> None:
-    """Write ``data`` at ``offset`` with as few system calls as the system allows (one, normally)."""
-    if not hasattr(os, "pwrite"):  # Windows
-        file.seek(offset)
-        file.write(data)
-        file.flush()
-        return
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(file.fileno(), view, offset)
-        view, offset = view[written:], offset + written
-
-
-def _rewrite(target: str, status: os.stat_result, temp: str, assign, id3v23: bool) -> None:
+def _rewrite(target: str, status: os.stat_result, temp: str, write) -> None:
     """Write the tags to a copy of ``target`` and rename the copy over it."""
     identity = audio_identity(target)
     try:
@@ -328,13 +344,11 @@ def _rewrite(target: str, status: os.stat_result, temp: str, assign, id3v23: boo
         if fcntl:
             fcntl.flock(handle, fcntl.LOCK_EX)  # marks the copy as in use (see _remove_stale_copy)
         shutil.copyfile(target, temp)
-        media = mediafile.MediaFile(temp, id3v23=id3v23)
-        assign(media)
-        media.save()  # mutagen's default padding leaves room for later writes
+        write(temp)  # mutagen's default padding leaves room for later writes
         if audio_identity(temp) != identity:
             raise TagWriteRefused("writing the tags would have changed the audio; the file is left as it was")
         _copy_owner_and_mode(target, status, temp)
-        os.fsync(handle)
+        os.fsync(handle)  # the copy's data, written through other descriptors of the same file
         os.replace(temp, target)
         renamed = True
         _fsync_folder(os.path.dirname(target))
@@ -380,8 +394,8 @@ def _temp_path(target: str) -> str:
     return os.path.join(folder, "." + os.fsdecode(raw) + _TEMP_MARK + extension[:16])
 
 
-def _remove_stale_copy(temp: str) -> None:
-    """Remove a temporary copy left by a killed write.
+def _remove_stale_copy(temp: str) -> bool:
+    """Remove a temporary copy left by a killed write; whether there was one.
 
     A write in progress holds a lock on its copy; the lock dies with its
     process, so an unlocked copy is stale.
@@ -389,11 +403,11 @@ def _remove_stale_copy(temp: str) -> None:
     try:
         handle = os.open(temp, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
     except FileNotFoundError:
-        return
+        return False
     except OSError as error:
         if error.errno == errno.ELOOP:  # a link where the copy goes: not ours to follow
             os.unlink(temp)
-            return
+            return True
         raise
     try:
         try:
@@ -402,5 +416,6 @@ def _remove_stale_copy(temp: str) -> None:
         except BlockingIOError:
             raise TagWriteRefused("another write to this file's tags is in progress") from None
         os.unlink(temp)
+        return True
     finally:
         os.close(handle)

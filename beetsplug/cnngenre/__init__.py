@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
 import os
 import signal
 import sqlite3
@@ -20,17 +21,17 @@ import sys
 import time
 from contextlib import contextmanager
 
-import mediafile
 from beets import config, ui
 from beets.dbcore import types
 from beets.plugins import BeetsPlugin
 from beets.ui import Subcommand, should_write
 
-from .fields import album_fields, applied_genres, item_fields, media_fields, sort_genre, spellings
+from .fields import album_fields, applied_genres, item_fields, sort_genre, spellings
 from .library_page import DEFAULT_FILE, take_file, write_report
 from .report import Report, label
 from .settings import DEFAULTS, Settings, read_settings
 from .storage import Batch, all_or_nothing, holds
+from .writing import add_prediction_tags, mark_written, register_media_fields
 
 
 class Interrupted(KeyboardInterrupt):
@@ -69,12 +70,9 @@ class CnnGenrePlugin(BeetsPlugin):
         self._said = set()
         self._import_disabled = False
         self.template_fields["cnn_sort_genre"] = sort_genre
-        # Known to MediaFile, so cnngenre's own writer can set them, but not to beets' item.read/write:
-        # beets would store an empty cnn_genre and a cnn_genre_score of 0.0 on every item it imports
-        # from a file without them (as if predicted, and unsure), and write them where cnngenre did not.
-        for name, descriptor in media_fields().items():
-            if name not in mediafile.MediaFile.__dict__:  # the plugin may be loaded twice in one process
-                mediafile.MediaFile.add_field(name, descriptor)
+        register_media_fields()
+        self.register_listener("write", add_prediction_tags)
+        self.register_listener("after_write", mark_written)
         if self.config["auto"].get(bool):
             self.import_stages = [self.imported]
             self.register_listener("import_task_files", self.write_after_import)
@@ -401,6 +399,8 @@ class CnnGenrePlugin(BeetsPlugin):
         spelled = spellings(model, taxonomy)
         report = Report(pretend=pretend, quiet=quiet)
         batch = Batch(lib, write and not pretend, self._log, defer=defer_writes)
+        if not pretend:
+            batch.remove_leftover_copies(items)
         fresh: dict = {}  # item id -> this run's fields, for the albums (stored or not, as with -p)
         failed = 0
         try:
@@ -451,9 +451,10 @@ class CnnGenrePlugin(BeetsPlugin):
             done = len(todo) - failed
             rate = f" ({done / elapsed:.1f} tracks/s)" if elapsed > 0 and done else ""
             verb = "would change" if pretend else "changed"
+            written = f"; {batch.writer.report()}" if write and not pretend else ""
             ui.print_(f"cnngenre: {verb} {report.items} items and {report.albums} albums, applied genres to "
                       f"{report.applied}; predicted {done}, skipped {skipped} (already tagged by {model_id}; "
-                      f"-f predicts again), failed {failed}, {elapsed:.1f} s{rate}")
+                      f"-f predicts again), failed {failed}{written}, {elapsed:.1f} s{rate}")
             if crashed:
                 ui.print_(f"cnngenre: {crashed} items whose files crashed a worker before were skipped "
                           "(beet ls cnn_error::. lists them; -f tries again)")
@@ -553,12 +554,18 @@ class CnnGenrePlugin(BeetsPlugin):
             self._import_disabled = True  # said once per import session
 
     def write_after_import(self, session, task):
-        """Write cnngenre's tags once the files are in place (beets writes only its own)."""
-        pending = [item for item in task.imported_items() if item.get("cnn_write_pending", with_album=False)]
-        if not pending or not config["import"]["write"].get(bool):
+        """Write the files beets left lagging once they are in place (beets writes only the tracks it tagged)."""
+        if not config["import"]["write"].get(bool):
+            return
+        stored = (session.lib.get_item(item.id) for item in task.imported_items())  # as predicted
+        pending = [item for item in stored if item and item.get("cnn_write_pending", with_album=False)]
+        if not pending:
             return
         try:
-            Batch(session.lib, True, self._log).write_pending(pending)
+            with _listeners_nested(self._log):  # the writes send `write` and `after_write` to this plugin
+                batch = Batch(session.lib, True, self._log)
+                batch.write_pending(pending)
+                batch.writer.report()
         except Exception as error:  # noqa: BLE001 -- an import must never fail because of cnngenre
             self._log.warning("could not write tags after import: {}", error)
 
@@ -578,6 +585,22 @@ def _sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _listeners_nested(log):
+    """Let this plugin's listeners run inside one of them.
+
+    beets wraps each listener so that it sets the plugin's log level for its run, and asserts that the
+    level is unset when it starts: a listener that writes a file, which sends beets' ``write`` event to
+    this plugin's listener, fails that check unless the level is unset meanwhile.
+    """
+    level = log.level
+    log.setLevel(logging.NOTSET)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _items(lib, args, albums: bool):

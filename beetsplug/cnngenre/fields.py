@@ -1,9 +1,8 @@
 """The plugin's fields: what a prediction becomes on an item and on an album, the genres it applies,
-the ``$cnn_sort_genre`` template field, and the file tags it writes."""
+the ``$cnn_sort_genre`` template field."""
 
 from __future__ import annotations
 
-import mediafile
 from beets import config
 
 #: Scores kept in ``cnn_scores``: the best, down to this probability.
@@ -113,17 +112,3 @@ def sort_genre(item) -> str:
     if album is not None and not compilation and album.get("cnn_genre"):
         return album["cnn_genre"]
     return item.get("cnn_genre", with_album=False) or ""
-
-
-def media_fields():
-    """File tags for the prediction, so `-w` keeps it with the audio."""
-    def field(name, out_type=str):
-        return mediafile.MediaField(
-            mediafile.MP3DescStorageStyle(name.upper()),
-            mediafile.MP4StorageStyle(f"----:com.apple.iTunes:{name.upper()}"),
-            mediafile.StorageStyle(name.upper()),
-            mediafile.ASFStorageStyle(f"beets/{name}"),
-            out_type=out_type,
-        )
-
-    return {"cnn_genre": field("cnn_genre"), "cnn_genre_score": field("cnn_genre_score", float)}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from contextlib import contextmanager, suppress
 
-from beets import config
-
 from .fields import same_value
+from .writing import Writer
 
 #: Items are stored in transactions of this many, or of what arrived in this many seconds (each item all
 #: or none): one commit per item made warm reruns of large libraries slow, and a slow cold run still
@@ -17,10 +17,15 @@ BATCH, BATCH_SECONDS = 200, 2.0
 
 
 class Batch:
-    """Stores items in transactions of :data:`BATCH`, each item all or none, then writes their files."""
+    """Stores items in transactions of :data:`BATCH`, each item all or none, then writes their files.
+
+    An item whose file tags change is marked ``cnn_write_pending`` whether or not this run writes, so
+    that a run that writes later (``-W`` then ``-w``) writes the tags that lag.
+    """
 
     def __init__(self, lib, write: bool, log, defer: bool = False):
         self.lib, self.write, self.log, self.defer = lib, write, log, defer
+        self.writer = Writer(log)
         self.pending: list = []
         self.stored = 0
         self.flushed = time.monotonic()
@@ -35,15 +40,15 @@ class Batch:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
-        writes = [item for item, values in batch if self.write and _tags_change(values)]
+        writes = [item for item, values in batch if _tags_change(values)]
         with all_or_nothing(self.lib):
             for item, values in batch:
                 _assign(item, values)
-                if self.write and _tags_change(values):
+                if _tags_change(values):
                     item["cnn_write_pending"] = True
                 item.store()
         self.stored += len(batch)
-        if not self.defer:
+        if self.write and not self.defer:
             self.write_pending(writes)
 
     def store_album(self, album, values: dict) -> None:
@@ -57,35 +62,30 @@ class Batch:
             _assign(album, values)
             album.store(inherit=False)
             for item in items:
-                item.update({"genres": values["genres"], "cnn_applied": values["cnn_applied"]})
-                if self.write:
-                    item["cnn_write_pending"] = True
+                item.update({"genres": values["genres"], "cnn_applied": values["cnn_applied"],
+                             "cnn_write_pending": True})
                 item.store()
         if self.write and items and not self.defer:
             self.write_pending(items)
 
+    def remove_leftover_copies(self, items) -> None:
+        """Remove the temporary copies that killed tag writes left beside these items' files, and say so.
+
+        One listing per folder; a copy beside the target of a symbolic link is removed when that file is
+        next written.
+        """
+        from genre_cnn_core import remove_leftover_copies
+
+        for path in remove_leftover_copies({os.path.dirname(item.path) for item in items}):
+            self.log.warning("{}: removed, a temporary copy left by an interrupted tag write", path)
+
     def write_pending(self, items) -> None:
-        """Write the files of items whose tags lag the database; a failure leaves them pending."""
-        from genre_cnn_core import write_tags
-
-        written = []
-        for item in items:
-            try:
-                write_tags(str(item.filepath), _tag_assigner(item), id3v23=config["id3v23"].get(bool))
-            except Exception as error:  # noqa: BLE001 -- beets' try_write: log and go on
-                self.log.warning("{}: tags not written ({}); the next run that writes tries again",
-                                 item.filepath, str(error).splitlines()[0] if str(error) else type(error).__name__)
-                continue
-            written.append(item)
-        self.written(written)
-
-    def written(self, items) -> None:
-        """Record that the files of these items hold their tags now."""
-        if items:
+        """Write the files of items whose tags lag the database, each once a run; a failure leaves them
+        pending."""
+        written = [item for item in items if item.id not in self.writer.tried and self.writer.write(item)]
+        if written:
             with all_or_nothing(self.lib):
-                for item in items:
-                    del item["cnn_write_pending"]
-                    item.mtime = item.current_mtime()
+                for item in written:
                     item.store()
 
 
@@ -105,16 +105,6 @@ def _assign(obj, values: dict) -> None:
 
 def _tags_change(values: dict) -> bool:
     return any(name in values for name in ("cnn_genre", "cnn_genre_score", "genres"))
-
-
-def _tag_assigner(item):
-    """Sets the file tags cnngenre owns (and ``genres`` when it applied them) on a MediaFile."""
-    def assign(media):  # the track's own prediction, never its album's
-        media.cnn_genre = item.get("cnn_genre", with_album=False)
-        media.cnn_genre_score = item.get("cnn_genre_score", with_album=False)
-        if item.get("cnn_applied", with_album=False):
-            media.genres = list(item.genres)
-    return assign
 
 
 @contextmanager
