@@ -273,8 +273,8 @@ class _Recorder:
                 data[low - start:high - start] = written[low - offset:high - offset]
         return bytes(data)
 
-    def changes(self) -> list[tuple[int, bytes]]:
-        """``(offset, bytes)`` of each run of bytes the recorded writes change, in file order."""
+    def changed_pages(self) -> set[int]:
+        """The pages of the file (:data:`_PAGE` bytes, file-aligned) whose bytes the recorded writes change."""
         spans = []
         for offset, written in sorted(self.writes):
             end = offset + len(written)
@@ -282,37 +282,15 @@ class _Recorder:
                 spans[-1][1] = max(spans[-1][1], end)
             else:
                 spans.append([offset, end])
-        changes = []
+        pages = set()
         for start, end in spans:
             self.file.seek(start)
-            old, new = self.file.read(end - start), self._bytes(start, end)
-            if old != new:
-                low, high = _differing_range(memoryview(old), memoryview(new))
-                changes.append((start + low, new[low:high]))
-        return changes
-
-
-def _differing_range(old: memoryview, new: memoryview) -> tuple[int, int]:
-    """``(low, high)``: the bytes of two different, equally long strings differ from ``low`` to ``high``.
-
-    Found by bisection on slice comparisons, which run at memory speed.
-    """
-    low, high = 0, len(new) - 1  # the first difference lies in [low, high]
-    while low < high:
-        middle = (low + high + 1) // 2
-        if old[low:middle] == new[low:middle]:
-            low = middle
-        else:
-            high = middle - 1
-    first = low
-    low, high = first + 1, len(new)  # the last difference ends in [low, high]
-    while low < high:
-        middle = (low + high) // 2
-        if old[middle:] == new[middle:]:
-            high = middle
-        else:
-            low = middle + 1
-    return first, low
+            old, new = memoryview(self.file.read(end - start)), memoryview(self._bytes(start, end))
+            for page in range(start // _PAGE, (end - 1) // _PAGE + 1):
+                low, high = max(start, page * _PAGE) - start, min(end, (page + 1) * _PAGE) - start
+                if old[low:high] != new[low:high]:
+                    pages.add(page)
+        return pages
 
 
 def _fits_in_place(recorder: _Recorder, tags: Mapping, id3v23: bool) -> bool:
@@ -326,9 +304,7 @@ def _fits_in_place(recorder: _Recorder, tags: Mapping, id3v23: bool) -> bool:
         if recorder.refusal:
             return False
         raise
-    changes = recorder.changes()
-    pages = {page for offset, data in changes for page in (offset // _PAGE, (offset + len(data) - 1) // _PAGE)}
-    return len(pages) <= 1 or media.type in _ID3_BLOCK_TYPES
+    return len(recorder.changed_pages()) <= 1 or media.type in _ID3_BLOCK_TYPES
 
 
 def _rewrite(target: str, status: os.stat_result, temp: str, write) -> None:
