@@ -19,6 +19,7 @@ import pytest
 import soundfile as sf
 from beets.library import Item
 from beets.test.helper import PluginTestHelper
+from beets.util import cached_classproperty
 
 from beetsplug.cnngenre.writing import write_item
 from genre_cnn_core.container import audio_identity
@@ -33,6 +34,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 TAGS = {"genre": "Jazz", "comments": "written by cnngenre"}
 PREDICTION = {"cnn_genre": "jazz", "cnn_genre_score": 0.87, "comments": "written by cnngenre"}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_field_types():
+    """beets caches a model's field types on first use: those of a test that used Item without the plugin
+    must not be the types of one that loads it."""
+    yield
+    cached_classproperty.cache.clear()
 
 
 def write_like_cnngenre(path):
