@@ -208,10 +208,17 @@ function showAlbumOnMap(key) { highlightAlbum(key); document.getElementById("map
       "micro-F1 " + fixed(v.micro_f1, 3) + ", macro-F1 " + fixed(v.macro_f1, 3) + ", mAP " + fixed(v.mean_average_precision, 3) +
       " on " + v.tracks + " tracks; primary genre right for " + (v.top1_accuracy === null ? "n/a" : (100 * v.top1_accuracy).toFixed(1) + "%") +
       " of " + v.top1_tracks + "."));
-    box.appendChild(table(["genre", "precision", "recall", "F1", "AP", "held-out tracks", "trained on"],
+    // Figures a newer training report adds per genre (artists, ...) get columns of their own.
+    const shown = ["precision", "recall", "f1", "average_precision", "support"];
+    const more = [...new Set(Object.values(v.per_genre).flatMap(r => Object.keys(r || {})))]
+      .filter(k => !shown.includes(k) && m.genres.some(g => typeof (v.per_genre[g] || {})[k] === "number"));
+    box.appendChild(table(["genre", "precision", "recall", "F1", "AP", "held-out tracks", ...more, "trained on"],
       m.genres.map(g => { const r = v.per_genre[g] || {};
         return [g + (m.from_children[g] ? " (from " + m.from_children[g].join(", ") + ")" : ""), fixed(r.precision, 2),
-          fixed(r.recall, 2), fixed(r.f1, 2), fixed(r.average_precision, 2), r.support ?? "n/a", m.tracks_per_genre[g] ?? "n/a"]; })));
+          fixed(r.recall, 2), fixed(r.f1, 2), fixed(r.average_precision, 2), r.support ?? "n/a",
+          ...more.map(k => typeof r[k] === "number" ? r[k] : "n/a"), m.tracks_per_genre[g] ?? "n/a"]; })));
+    if (typeof v.threshold === "number") box.appendChild(el("p", "Genres given at probability \u2265 " + v.threshold +
+      (typeof v.top_k === "number" ? ", at most " + v.top_k + " per track" : "") + "."));
     const unscored = m.genres.filter(g => !v.per_genre[g] || v.per_genre[g].f1 === null);
     if (unscored.length) box.appendChild(el("p", "Genres training could not score on held-out tracks: " + unscored.join(", ")));
   } else box.appendChild(el("p", "The model file holds no held-out quality report."));
