@@ -39,6 +39,7 @@ import results
 PROBLEMS: list = []
 FOLDERS = ("gtzan-dev", "jamendo", "misc")
 AUDIO_SUFFIXES = {".mp3", ".ogg", ".wav", ".flac", ".m4a"}
+MODEL_FILE = "model.safetensors"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -54,20 +55,31 @@ def base_library(root: Path) -> library.Beets:
     """The shared data imported, trained on, predicted and judged (built once)."""
     home = root / "report-base"
     done = home / ".complete"
-    if done.exists():
+    identity = model_id(home)
+    if identity and done.exists() and done.read_text() == identity:
         return existing(home)
     beets = library.Beets(home)
     folders = [library.DATA / name for name in FOLDERS]
     expected = sum(1 for folder in folders for path in folder.rglob("*") if path.suffix.lower() in AUDIO_SUFFIXES)
     measure.log(f"base library: importing {expected} files of {library.DATA}")
     beets.import_folder(folders, expected)
-    beets.configure(model=str(home / "model.pt"), min_tracks=5)
+    beets.configure(model=str(home / MODEL_FILE), min_tracks=5)
     for arguments in (["-t"], [], ["--suspects"]):
         measure.log(f"base library: beet cnngenre {' '.join(arguments)}")
         result = beets.run("cnngenre", *arguments)
         sys.stdout.write(result.stdout[-1500:])
-    done.write_text("")
+    done.write_text(model_id(home))
     return beets
+
+
+def model_id(home: Path) -> str:
+    """The id of a library's model; "" when it has none this checkout reads (a library to build again)."""
+    from genre_cnn_core import GenreModel, ModelError
+
+    try:
+        return GenreModel.load(str(home / MODEL_FILE)).model_id
+    except ModelError:
+        return ""
 
 
 def existing(home: Path) -> library.Beets:
@@ -85,9 +97,10 @@ def large_library(base: library.Beets, items: int, root: Path) -> library.Beets:
     from beets.library import Library
 
     home = root / f"report-{items}"
-    if (home / ".complete").exists():
+    done = home / ".complete"
+    if done.exists() and done.read_text() == model_id(base.home) != "":  # built from this base's predictions
         return existing(home)
-    beets = library.Beets(home, cache_dir=str(base.cache), model=str(base.home / "model.pt"))
+    beets = library.Beets(home, cache_dir=str(base.cache), model=str(base.home / MODEL_FILE))
     source = Library(str(base.db))
     target = Library(str(beets.db), str(home / "music"))
     originals = list(source.items())
@@ -119,7 +132,7 @@ def large_library(base: library.Beets, items: int, root: Path) -> library.Beets:
                     target.add_album(linked)
                 made += len(linked)
             copy += 1
-    (home / ".complete").write_text("")
+    done.write_text(model_id(base.home))
     return beets
 
 
@@ -160,7 +173,7 @@ def base_vectors(base: library.Beets) -> tuple[np.ndarray, list]:
     from genre_cnn_core.library_report import cached_vectors
 
     items = list(Library(str(base.db)).items())
-    model = GenreModel.load(str(base.home / "model.pt"))
+    model = GenreModel.load(str(base.home / MODEL_FILE))
     vectors = cached_vectors([os.fsdecode(i.path) for i in items], model.extractor(), FeatureCache(str(base.cache)))
     keep = [n for n, v in enumerate(vectors) if v is not None]
     return np.stack([vectors[n] for n in keep]), [(list(items[n].genres) or [None])[0] for n in keep]
