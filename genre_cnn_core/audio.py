@@ -8,10 +8,12 @@ Excerpts are placed by the length the file's header claims. A file that
 lies about it (a truncated download, a damaged Xing or STREAMINFO frame
 count) gives itself away when an excerpt is not where the claim puts it;
 its real length is then measured by decoding it once from the start, and
-the excerpts are placed over that. libsndfile believes a length that is too
-short (a FLAC whose STREAMINFO claims 1,000 samples) and finds no audio in a
-streaming WAV (its data size is 0); FFmpeg reads both, so a file that
-libsndfile reads as shorter than one excerpt is read again with it.
+the excerpts are placed over that. libsndfile reads no further than a
+length that is too short (a FLAC whose STREAMINFO claims 1,000 samples) and
+finds no audio in a streaming WAV (its data size is 0); FFmpeg decodes what
+both hold. So a file that libsndfile reads as shorter than one excerpt is
+read again with FFmpeg, and so is a FLAC holding more bytes of frames than
+its claimed samples would fill uncompressed (its claim is then measured).
 
 No file may hold up a run: only regular files are opened (a FIFO named
 ``x.mp3`` would block), and the decoders read through a budget of
@@ -69,6 +71,17 @@ MAX_PROBE_BYTES = 64 << 20
 #: power of their spectrum would overflow float32.
 MAX_AMPLITUDE = 1000.0
 
+#: Bytes of FLAC frames per byte of the raw samples they hold, at most: a
+#: block FLAC cannot compress is stored verbatim, with a few bytes of header.
+FLAC_EXPANSION = 1.05
+
+#: Bytes of FLAC frames beyond what any claimed length accounts for: frame
+#: headers and a last partial block.
+FLAC_SLACK_BYTES = 65536
+
+#: Bytes per sample of the integer sample formats FLAC stores.
+_SAMPLE_WIDTHS = {"PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4}
+
 #: How much longer than its header claims an excerpt may come back before
 #: the claim is taken for a lie (decoders add a little encoder padding).
 OVERRUN_SECONDS = 0.5
@@ -76,6 +89,10 @@ OVERRUN_SECONDS = 0.5
 
 class AudioError(Exception):
     """A file could not be decoded; ``str(error)`` is a one-line reason."""
+
+
+class _ClaimTooShort(Exception):
+    """A header claims fewer samples than the file's audio holds, and libsndfile reads no further."""
 
 
 class _Budget:
@@ -392,6 +409,8 @@ def _read_soundfile(source, excerpt_seconds, n_excerpts):
         with _open_soundfile(source) as f:
             sr = f.samplerate
             claimed = f.frames if 0 < f.frames < 2**62 else None
+            if claimed is not None and _claims_too_few_samples(f, claimed, source):
+                raise _ClaimTooShort
             if claimed is not None:
                 starts = excerpt_starts(claimed / sr, excerpt_seconds, n_excerpts)
                 try:
@@ -419,6 +438,20 @@ def _read_soundfile(source, excerpt_seconds, n_excerpts):
             with _open_soundfile(source) as f:
                 excerpts = _soundfile_windows(f, starts, excerpt_seconds, real)
     return excerpts, sr
+
+
+def _claims_too_few_samples(f, claimed, source) -> bool:
+    """Whether a FLAC file holds more bytes of frames than the samples its STREAMINFO claims could fill.
+
+    libsndfile stops reading at the claim; FFmpeg decodes every frame.
+    """
+    from .container import payload_bytes
+
+    width = _SAMPLE_WIDTHS.get(f.subtype)
+    if f.format != "FLAC" or width is None:
+        return False
+    raw = claimed * f.channels * width
+    return payload_bytes(source.path) > FLAC_EXPANSION * raw + FLAC_SLACK_BYTES
 
 
 @contextlib.contextmanager
@@ -507,13 +540,13 @@ def _pyav_windows(container, stream, sr, starts, excerpt_seconds, origin, availa
     return _cut_windows(windows, position)
 
 
-def _read_pyav(source, excerpt_seconds, n_excerpts):
+def _read_pyav(source, excerpt_seconds, n_excerpts, trust_claim=True):
     import av
 
     failure = None
     with _open_pyav(source) as container:
         stream, sr, claimed = _pyav_audio_stream(container)
-        if claimed is not None:
+        if claimed is not None and trust_claim:
             starts = excerpt_starts(claimed, excerpt_seconds, n_excerpts)
             try:
                 excerpts = _pyav_excerpts(container, stream, sr, starts, excerpt_seconds, claimed)
@@ -612,7 +645,11 @@ def load_excerpts(path, sample_rate: int, excerpt_seconds: float, n_excerpts: in
     problem = regular_file_problem(path)
     if problem:
         raise AudioError(problem)
-    if os.path.getsize(path) == 0:
+    try:
+        size = os.path.getsize(path)
+    except OSError as error:  # gone since it was looked at
+        raise AudioError(describe_os_error(error)) from None
+    if size == 0:
         raise AudioError("empty file (0 bytes)")
     if not os.access(path, os.R_OK):
         raise AudioError("permission denied")
@@ -645,6 +682,8 @@ def _decode(source, excerpt_seconds, n_excerpts):
         excerpts, sr = _read_soundfile(source, excerpt_seconds, n_excerpts)
     except (AudioError, OSError):
         raise
+    except _ClaimTooShort:  # FFmpeg finds the length by decoding
+        return _read_pyav(source, excerpt_seconds, n_excerpts, trust_claim=False)
     except Exception:  # libsndfile refuses the format: try FFmpeg
         return _read_pyav(source, excerpt_seconds, n_excerpts)
     found = sum(len(e) for e in excerpts) / sr

@@ -133,6 +133,23 @@ def audio_identity(path) -> str:
         return _digest(handle, layout)
 
 
+def payload_bytes(path) -> int:
+    """Bytes of a file's audio payload (what :func:`audio_identity` digests); the file's size
+    when its container cannot be parsed.
+
+    Raises
+    ------
+    OSError
+        As :func:`audio_identity`.
+    """
+    with open_regular(path) as file:
+        handle = _Reader(file)
+        try:
+            return sum(length for _, length in _layout(handle, handle.size).spans)
+        except (_Malformed, ValueError, OverflowError, IndexError):
+            return handle.size
+
+
 def container_problem(path) -> str | None:
     """Why writing tags to a file would be unsafe, or None.
 

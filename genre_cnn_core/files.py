@@ -141,7 +141,9 @@ def describe_os_error(error: OSError) -> str:
                errno.EACCES: "permission denied", errno.EPERM: "permission denied",
                errno.EISDIR: "is a folder, not a file", errno.ENOTDIR: "file not found (a folder on its path "
                "is a file)", errno.ENAMETOOLONG: "file name too long"}
-    return reasons.get(error.errno) or error.strerror or str(error)
+    by_type = {FileNotFoundError: errno.ENOENT, PermissionError: errno.EACCES, IsADirectoryError: errno.EISDIR}
+    number = error.errno if error.errno is not None else by_type.get(type(error))
+    return reasons.get(number) or error.strerror or str(error)
 
 
 def read_safetensors(data: bytes) -> tuple[dict, dict]:
