@@ -226,9 +226,9 @@ def main(argv=None) -> None:
     root.mkdir(parents=True)
     found = run(args.kills, args.megabytes, root)
     filesystem = subprocess.run(["df", "--output=fstype", str(root)], capture_output=True, text=True).stdout
-    body = (results.context(results.command_line("tagwrite_kills.py", argv), started)
-            + f"- file system: {filesystem.split()[-1] if filesystem.split() else 'unknown'}\n\n"
-            + render(found, args.kills))
+    context = results.context(results.command_line("tagwrite_kills.py", argv), started).rstrip("\n")
+    body = (f"{context}\n- file system: {filesystem.split()[-1] if filesystem.split() else 'unknown'}; "
+            "the machine was shared with other work\n\n" + render(found, args.kills))
     section = results.write_report("## Tag writes under SIGKILL", body, PROBLEMS, args.out)
     print(section)
     shutil.rmtree(root, ignore_errors=True)
