@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import random
 import shutil
 import signal
@@ -41,7 +40,7 @@ import numpy as np
 import results
 import soundfile as sf
 
-SAMPLE_RATE = 44100
+SAMPLE_RATE = library.SAMPLE_RATE
 PROBLEMS: list = []
 
 
@@ -105,14 +104,17 @@ def start_write(beets: library.Beets) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_copy(process: subprocess.Popen, temp: Path, stale: int | None) -> float | None:
-    """The moment a new temporary copy appears (None if the process ended first)."""
+def wait_for_copy(process: subprocess.Popen, temp: Path, stale: bool) -> float | None:
+    """The moment a new temporary copy appears (None if the process ended first).
+
+    A ``stale`` copy (left by the last kill) must go first: the new one may get its inode number.
+    """
     while process.poll() is None:
-        try:
-            if os.stat(temp).st_ino != stale:
+        if temp.exists() != stale:
+            if stale:
+                stale = False
+            else:
                 return time.perf_counter()
-        except FileNotFoundError:
-            pass
         time.sleep(0.0005)
     return None
 
@@ -133,7 +135,7 @@ class Library:
         self.beets.run("cnngenre", "-W")
         process = start_write(self.beets)
         temp = temp_of(self.path)
-        appeared = wait_for_copy(process, temp, None)
+        appeared = wait_for_copy(process, temp, False)
         while temp.exists():  # until it has taken the file's place
             time.sleep(0.0005)
         self.window = time.perf_counter() - appeared if appeared else 0.0
@@ -171,11 +173,11 @@ def run(kills: int, megabytes: int, root: Path) -> dict:
         turn += 1
         count = counts[lib.ext]
         temp = temp_of(lib.path)
-        stale = os.stat(temp).st_ino if temp.exists() else None
+        stale = temp.exists()
         lib.restore()
         process = start_write(lib.beets)
         appeared = wait_for_copy(process, temp, stale)
-        if stale is not None and (appeared is not None or process.returncode == 0):
+        if stale and (appeared is not None or process.returncode == 0):
             count["copy removed"] += 1  # the run got past its start: the old copy is gone or replaced
         if appeared is None:
             process.communicate()
@@ -206,13 +208,14 @@ def render(found: dict, kills: int) -> str:
     for lib in found["libraries"]:
         c = found["counts"][lib.ext]
         rows.append([lib.ext.upper(), f"{lib.size / 1e6:.0f} MB", f"{lib.window * 1000:.0f} ms", c["kills"],
-                     c["damaged"], c["old"], c["new"], c["copy left"], c["copy removed"]])
+                     c["damaged"], c["old"], c["new"], c["copy left"], c["copy removed"], c["not killed"]])
     damaged = sum(c["damaged"] for c in found["counts"].values())
     landed = sum(c["kills"] for c in found["counts"].values())
     return (f"{damaged} damaged files of {landed} SIGKILLs during `beet cnngenre -w` ({kills} asked for), "
             "each file without padding, so every write goes through a copy renamed over the file.\n\n"
             + results.table(["format", "size", "copy appears to rename", "kills", "damaged",
-                             "old file", "new file", "copy left", "copy removed by the next run"], rows)
+                             "old file", "new file", "copy left", "copy removed by the next run",
+                             "runs that ended before the kill"], rows)
             + "\n\nA kill lands at a uniform moment of the time from the temporary copy's appearance to its "
               "rename over the file (times 1.2), measured in an unkilled run of the same library. "
               "\"Damaged\": neither the old bytes nor the new ones, or not readable by mediafile.\n")
