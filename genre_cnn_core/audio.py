@@ -11,9 +11,9 @@ its real length is then measured by decoding it once from the start, and
 the excerpts are placed over that. libsndfile reads no further than a
 length that is too short (a FLAC whose STREAMINFO claims 1,000 samples) and
 finds no audio in a streaming WAV (its data size is 0); FFmpeg decodes what
-both hold. So a file that libsndfile reads as shorter than one excerpt is
-read again with FFmpeg, and so is a FLAC holding more bytes of frames than
-its claimed samples would fill uncompressed (its claim is then measured).
+both hold. So a file in which libsndfile finds no audio is read again with
+FFmpeg, and so is a FLAC holding more bytes of frames than its claimed
+samples would fill uncompressed (its length is then measured).
 
 No file may hold up a run: only regular files are opened (a FIFO named
 ``x.mp3`` would block), and the decoders read through a budget of
@@ -687,7 +687,7 @@ def _decode(source, excerpt_seconds, n_excerpts):
     except Exception:  # libsndfile refuses the format: try FFmpeg
         return _read_pyav(source, excerpt_seconds, n_excerpts)
     found = sum(len(e) for e in excerpts) / sr
-    if found < excerpt_seconds:  # read whole, or nothing found: by a length FFmpeg may not believe
+    if found < MIN_SECONDS:  # nothing found where FFmpeg may find audio (a streaming WAV)
         try:
             other, other_sr = _read_pyav(source, excerpt_seconds, n_excerpts)
         except Exception:  # FFmpeg reads no more of it: libsndfile's reading stands
