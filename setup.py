@@ -14,9 +14,6 @@ setup(
                                      "data/report_page.*"]},
     install_requires=[
         "beets>=2.14",
-        # 2.13 CPU wheels and anything newer up to the next major; GPU users
-        # install their CUDA build of torch first (see README).
-        "torch>=2.2,<2.14",
         "numpy>=1.24",
         "safetensors>=0.4.3,<1",  # model and weights files, through its numpy API
         "scipy>=1.10",  # FFT of the log-mel features (also needed by librosa)
@@ -31,11 +28,15 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
+        # Training the scratch CNN and running on a GPU (--device cuda); the plain install predicts
+        # with both backbones on the CPU and trains musicnn's head without it. 2.13 CPU wheels and
+        # anything newer up to the next major; GPU users install their CUDA build of torch first.
+        "torch": ["torch>=2.2,<2.14"],
         "plots": ["matplotlib"],
         "dask": ["dask[distributed]"],
         "report": ["plotly>=5,<8"],  # the page of `beet cnngenre --report`
         # librosa: the reference the log-mel features are tested against; ruff: the linter CI runs.
         "test": ["pytest>=7", "matplotlib", "plotly>=5,<8", "dask[distributed]", "librosa>=0.10", "ruff>=0.6"],
-        "bench": ["scikit-learn", "matplotlib", "librosa>=0.10"],
+        "bench": ["scikit-learn", "matplotlib", "librosa>=0.10", "torch>=2.2,<2.14"],
     },
 )

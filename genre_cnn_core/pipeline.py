@@ -25,7 +25,7 @@ from .extract import audio_ids, extract_features
 from .genres import LabelChoice, Taxonomy, choose_labels, genre_key
 from .metrics import genre_report, select_genres
 from .model import GenreModel
-from .runtime import RunConfig, compute_threads, worker_count
+from .runtime import RunConfig, TorchMissing, compute_threads, import_torch, worker_count
 
 #: The model shipped in the package, used until the user trains one.
 DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "data", "default_model.safetensors")
@@ -120,14 +120,17 @@ def train_on_files(
     Raises
     ------
     TrainingError
-        Unknown backbone, or fewer than two genres with enough tracks.
+        Unknown backbone, a backbone that trains with PyTorch where it is not
+        installed, or fewer than two genres with enough tracks.
     """
     started = time.perf_counter()
     config = config or TrainConfig()
     run = run or RunConfig()
     try:
         chosen_backbone = get_backbone(backbone)
-    except ValueError as error:
+        if chosen_backbone.trains_with_torch:  # before any audio is decoded
+            import_torch(f"training the {backbone} backbone")
+    except (ValueError, TorchMissing) as error:
         raise TrainingError(str(error)) from None
     choice = choose_labels(list(track_genres), taxonomy, min_tracks, max_genres)
     _check_genres(choice, min_tracks)

@@ -46,16 +46,17 @@ THREAD_LIMIT_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_TH
 def resolve_device(name: str = "auto") -> str:
     """Where the networks run: ``"cpu"``, or ``"cuda"``/``"cuda:N"``.
 
-    ``"auto"`` is CUDA when PyTorch sees a GPU. It imports torch only on a
-    machine with an NVIDIA driver, so that prediction with the default
-    backbone on a CPU-only machine never pays for importing torch.
+    ``"auto"`` is CUDA when PyTorch is installed and sees a GPU. It imports
+    torch only on a machine with an NVIDIA driver, so that prediction on a
+    CPU-only machine never pays for importing torch.
 
     Raises
     ------
     ValueError
         An unknown device name.
     RuntimeError
-        CUDA asked for, and PyTorch sees no such GPU.
+        CUDA asked for, and PyTorch sees no such GPU or is not installed
+        (:class:`TorchMissing`).
     """
     if not is_device_name(name):
         raise ValueError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
@@ -64,11 +65,13 @@ def resolve_device(name: str = "auto") -> str:
     if name == "auto":
         if not _nvidia_driver():
             return "cpu"
-        import torch
-
+        try:
+            import torch
+        except ImportError:  # the plain install: the CPU
+            return "cpu"
         return "cuda" if torch.cuda.is_available() else "cpu"
     match = re.fullmatch(_CUDA, name)
-    import torch
+    torch = import_torch(f"--device {name}")
 
     if not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
@@ -78,6 +81,28 @@ def resolve_device(name: str = "auto") -> str:
 
 
 _CUDA = r"cuda(?::(\d+))?"
+
+#: What installs PyTorch with cnngenre (setup.py's extra).
+TORCH_EXTRA = "beets-cnngenre[torch]"
+
+
+class TorchMissing(RuntimeError):
+    """Something asked for needs PyTorch, which is not installed (one line naming the extra)."""
+
+
+def import_torch(purpose: str):
+    """The torch module, or :class:`TorchMissing` saying that ``purpose`` needs the ``[torch]`` extra.
+
+    PyTorch is an extra: the plain install predicts with both backbones on the
+    CPU and trains musicnn's head in numpy; training the scratch CNN and
+    running on a GPU need torch.
+    """
+    try:
+        import torch
+    except ImportError:
+        raise TorchMissing(f"{purpose} needs PyTorch, which is not installed: pip install '{TORCH_EXTRA}' "
+                           "(on a GPU, install PyTorch's CUDA build first)") from None
+    return torch
 
 
 def is_device_name(name) -> bool:

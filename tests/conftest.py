@@ -3,6 +3,11 @@ import pytest
 from genre_cnn_core import FeatureCache, RunConfig, TrainConfig, train_on_files
 
 from synth import make_library_files
+from torch_support import HAVE_TORCH
+
+#: Modules that check the numpy networks against the torch ones import torch: without PyTorch they are not
+#: collected (the numpy networks' own tests, and everything else, run either way).
+collect_ignore = [] if HAVE_TORCH else ["test_musicnn_port.py", "test_dieleman_numpy.py"]
 
 SPELLINGS = {"techno": ["Techno", "techno", "TECHNO; Electronic"], "chiptune": ["Chiptune", "chip-tune"]}
 
@@ -26,7 +31,8 @@ def feature_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def scratch_model(library_files, feature_cache):
-    """A scratch CNN trained through the core API, shared by the tests."""
+    """A scratch CNN trained through the core API, shared by the tests (training it needs PyTorch)."""
+    pytest.importorskip("torch", reason="training the scratch CNN needs PyTorch (pip install '.[torch]')")
     paths = [str(p) for p, _ in library_files]
     genres = [g for _, g in library_files]
     artists = [f"{g} artist {i // 2}" for i, (_, g) in enumerate(library_files)]

@@ -16,6 +16,8 @@ from special_files import fifo_at
 
 from genre_cnn_core.backbones.scratch import LogMelExtractor, ScratchBackbone
 
+from torch_support import cuda_available
+
 PREDICTION = {"cnn_genre", "cnn_genre_score", "cnn_genres", "cnn_scores", "cnn_model"}
 
 
@@ -160,7 +162,7 @@ class TestDatabaseAndFiles(FaultHelper):
 
 
 class TestDevice(FaultHelper):
-    @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA GPU is present")
+    @pytest.mark.skipif(cuda_available(), reason="a CUDA GPU is present")
     def test_cuda_without_a_gpu_is_one_clear_error(self, library_files, tmp_path):
         self.add_copies(library_files[:1], tmp_path)
         with pytest.raises(UserError, match="device 'cuda' asked for, but PyTorch sees no CUDA GPU"):
@@ -173,7 +175,7 @@ class TestImportNeverBreaks(PluginMixin, ImportHelper):
     @pytest.mark.parametrize("key, value", [("device", "cuda"), ("top_k", 0), ("model", "/nonexistent/x.pt")])
     def test_an_error_in_cnngenre_is_one_warning_and_the_import_completes(self, library_files, scratch_model_path,
                                                                          caplog, key, value):
-        if key == "device" and __import__("torch").cuda.is_available():
+        if key == "device" and cuda_available():
             pytest.skip("a CUDA GPU is present")
         self.config["cnngenre"]["model"] = scratch_model_path
         self.config["cnngenre"][key] = value

@@ -9,6 +9,8 @@ from beets.test.helper import ImportHelper, PluginMixin
 
 from genre_cnn_core import GenreModel, RunConfig, predict_files
 
+from torch_support import cuda_available
+
 
 class ImportHookHelper(PluginMixin, ImportHelper):
     plugin = "cnngenre"
@@ -144,7 +146,7 @@ def test_dask_local_cluster_gives_the_same_predictions(scratch_model_path, libra
     assert "shared storage" in dask[7].reason
 
 
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU")
 def test_cuda_predictions_match_cpu(scratch_model_path, library_files):
     model = GenreModel.load(scratch_model_path)
     paths = [str(p) for p, _ in library_files[:4]]
@@ -171,7 +173,7 @@ def test_parallel_prediction_gives_the_genre_network_one_thread_and_restores_it(
         torch.set_num_threads(before)
 
 
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU")
 def test_cuda_trains_the_scratch_cnn_with_mixed_precision(library_files, feature_cache):
     from genre_cnn_core import TrainConfig, train_on_files
 

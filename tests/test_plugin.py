@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import sys
 
 import confuse
 import pytest
@@ -158,6 +159,15 @@ class TestErrors(CnnGenreHelper):
         with pytest.raises(UserError, match=r"model.pt: made by an older cnngenre \(a PyTorch file\); retrain with "
                                              r"`beet cnngenre -t`"):
             self.run_command("cnngenre")
+
+    def test_what_needs_pytorch_says_which_extra_where_it_is_missing(self, library_files, monkeypatch):
+        monkeypatch.setitem(sys.modules, "torch", None)  # as if not installed: importing it fails
+        self.add_files(library_files[:1])
+        with pytest.raises(UserError, match=r"^training the scratch backbone needs PyTorch, which is not installed: "
+                                            r"pip install 'beets-cnngenre\[torch\]'"):
+            self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "1")
+        with pytest.raises(UserError, match=r"--device cuda needs PyTorch, .*beets-cnngenre\[torch\]"):
+            self.run_command("cnngenre", "--device", "cuda")
 
     def test_modes_that_make_no_sense_together_are_refused(self, library_files, scratch_model_path):
         self.use_model(scratch_model_path)

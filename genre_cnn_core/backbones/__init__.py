@@ -123,6 +123,8 @@ class Backbone(abc.ABC):
     name: ClassVar[str]
     #: Whether the features end with tag probabilities worth storing (``cnn_tags``).
     has_tags: ClassVar[bool] = False
+    #: Whether training needs PyTorch (the ``[torch]`` extra); predicting on the CPU never does.
+    trains_with_torch: ClassVar[bool] = False
     #: Which tracks the training report scores, and how they were kept from the head that scored them.
     heldout_tracks: ClassVar[str]
     default_settings: ClassVar[FeatureSettings]

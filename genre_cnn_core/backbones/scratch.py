@@ -263,6 +263,7 @@ def train_scratch(features, targets, strata, groups, settings, config: TrainConf
 
 class ScratchBackbone(Backbone):
     name = "scratch"
+    trains_with_torch = True
     heldout_tracks = "validation tracks (their artists are not in training)"
     # The network learns from random 3 s windows of longer excerpts.
     default_settings = FeatureSettings(excerpt_seconds=10.0, n_excerpts=3)
