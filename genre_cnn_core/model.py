@@ -361,7 +361,9 @@ def _check_texts(value, where: str = "metadata", depth: int = 0) -> None:
     if isinstance(value, str):
         if len(value) > MAX_TEXT_LENGTH:
             raise ModelError(f"{where}: a string of {len(value)} characters (at most {MAX_TEXT_LENGTH})")
-        if any(unicodedata.category(char) in _REFUSED_CATEGORIES for char in value):
+        # isprintable() is False for every refused category (and for a few harmless ones, such as
+        # no-break spaces): the per-character look runs only on such strings.
+        if not value.isprintable() and any(unicodedata.category(char) in _REFUSED_CATEGORIES for char in value):
             raise ModelError(f"{where}: {_brief(value)} holds a control character")
     elif isinstance(value, dict):
         for key, item in value.items():
