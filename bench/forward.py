@@ -13,7 +13,8 @@ The issue's levers, each on the same real patches (4 × 3 s log-mel patches of
 - the same graph with plain convolutions, frozen by TorchScript (``torch.jit.freeze``
   folds batch norm into the convolutions) and, when installed (``pip install onnxruntime onnx``;
   not a dependency of the product), run by ONNX Runtime in float32 and after its dynamic int8
-  quantisation;
+  quantisation, and the shipped numpy network's pruned layers (live filters only, :func:`pruned_module`)
+  exported and run by ONNX Runtime in float32;
 - torch's dynamic int8 quantisation of the dense layers;
 - the numpy network with every filter, and with the filters training left dead pruned
   (the shipped CPU path).
@@ -83,6 +84,80 @@ def embedding_of(mean_pool, max_pool, logits) -> np.ndarray:
     return np.concatenate([mean_pool, max_pool, 1 / (1 + np.exp(-logits))], axis=1)
 
 
+def pruned_module(network, n_frames: int = 187):
+    """The shipped numpy network (dead filters pruned) as a torch module of plain ops, for ONNX export.
+
+    Its live filters only, from ``network``'s own pruned parameters; a layer's dead channels are
+    constants, put in place by a product with a one-hot matrix plus a row of constants, so that
+    every layer sees its full width as in the numpy network; the mid-end's per-frame biases (what
+    the constant inputs add under "same" padding) are those of ``n_frames`` frames.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from genre_cnn_core import musicnn_numpy
+
+    def tensor(array):
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+    def widen(live, constants):
+        """(values @ one_hot + constants): the live channels' values placed among the constants."""
+        one_hot = np.zeros((int(live.sum()), live.size), np.float32)
+        one_hot[np.arange(int(live.sum())), np.flatnonzero(live)] = 1
+        return tensor(one_hot), tensor(np.where(live, 0, constants))
+
+    class Pruned(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.banks = []
+            for bank in network._timbral:
+                self.banks.append((tensor(bank.weight[:, None]), (3, 3), bank))
+            for bank in network._temporal:
+                before = (bank.kernel - 1) // 2
+                self.banks.append((tensor(bank.weight[:, None]), (before, bank.kernel - 1 - before), bank))
+            self.front = widen(network._front_live, network._front_constants)
+            self.mids = []
+            live, constants = network._front_live, network._front_constants
+            for index, block in enumerate(network._mid):
+                weight = block.weight.T.reshape(len(block.bias), int(live.sum()), musicnn_numpy._MID_WIDTH)
+                self.mids.append((np.flatnonzero(live), tensor(weight), tensor(block.frame_bias(n_frames)),
+                                  tensor(block.scale), tensor(block.shift), widen(block.live, block.constants)))
+                if index == 0:
+                    live, constants = block.live, block.constants
+                else:
+                    live, constants = block.live | live, block.constants + constants
+
+        def forward(self, x):
+            x = x * float(network._input_scale) + float(network._input_shift)
+            parts = []
+            for weight, (before, after), bank in self.banks:
+                padded = F.pad(x, (0, 0, before, after)).unsqueeze(1)
+                peak = F.conv2d(padded, weight).amax(dim=3).transpose(1, 2)  # (B, T, live filters)
+                sign = tensor(bank.sign)
+                parts.append(torch.relu((peak + tensor(bank.bias) * sign) * sign) * tensor(bank.scale)
+                             + tensor(bank.shift))
+            one_hot, constants = self.front
+            front = torch.cat(parts, dim=2) @ one_hot + constants  # (B, T, 561)
+            features = [front]
+            current = front
+            for index, (inputs, weight, frame_bias, scale, shift, (one_hot, constants)) in enumerate(self.mids):
+                out = F.conv1d(current[:, :, torch.from_numpy(inputs)].transpose(1, 2), weight, padding=3)
+                values = torch.relu(out.transpose(1, 2) + frame_bias) * scale + shift
+                block = values @ one_hot + constants  # (B, T, 64)
+                current = block if index == 0 else block + current
+                features.append(current)
+            max_pool = torch.cat([f.amax(dim=1) for f in features], dim=1)
+            mean_pool = torch.cat([f.mean(dim=1) for f in features], dim=1)
+            pooled = torch.cat([max_pool, mean_pool], dim=1) * tensor(network._pool_scale) + tensor(
+                network._pool_shift)
+            hidden = torch.relu(pooled @ tensor(network._dense_weight) + tensor(network._dense_bias))
+            penultimate = hidden * tensor(network._dense_scale) + tensor(network._dense_shift)
+            logits = penultimate @ tensor(network._output_weight) + tensor(network._output_bias)
+            return logits, mean_pool, max_pool, penultimate
+
+    return Pruned().eval()
+
+
 def levers(folder: Path) -> tuple[dict, dict]:
     """Each lever's batch function (patches in, embeddings out), and why the ones left out were."""
     import torch
@@ -139,6 +214,13 @@ def levers(folder: Path) -> tuple[dict, dict]:
             return forward
         found["ONNX Runtime float32, conv2d"] = run_onnx(model_path)
         found["ONNX Runtime dynamic int8, conv2d"] = run_onnx(int8_path)
+        pruned_path = folder / "musicnn-pruned.onnx"
+        with contextlib.redirect_stdout(io.StringIO()), torch.inference_mode():
+            torch.onnx.export(pruned_module(musicnn_numpy.load_pretrained()), (example,), str(pruned_path),
+                              dynamo=False, input_names=["x"],
+                              output_names=["logits", "mean_pool", "max_pool", "penultimate"],
+                              dynamic_axes={"x": {0: "batch"}})
+        found["ONNX Runtime float32, dead filters pruned"] = run_onnx(pruned_path)
 
     found["numpy, every filter"] = musicnn_numpy.load_pretrained(dead_gain=0.0).embed
     found["numpy, dead filters pruned (shipped)"] = musicnn_numpy.load_pretrained().embed

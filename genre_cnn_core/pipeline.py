@@ -128,12 +128,15 @@ def train_on_files(
     run = run or RunConfig()
     try:
         chosen_backbone = get_backbone(backbone)
-        if chosen_backbone.trains_with_torch:  # before any audio is decoded
-            import_torch(f"training the {backbone} backbone")
-    except (ValueError, TorchMissing) as error:
+    except ValueError as error:
         raise TrainingError(str(error)) from None
     choice = choose_labels(list(track_genres), taxonomy, min_tracks, max_genres)
     _check_genres(choice, min_tracks)
+    if chosen_backbone.trains_with_torch:  # before any audio is decoded
+        try:
+            import_torch(f"training the {backbone} backbone")
+        except TorchMissing as error:
+            raise TrainingError(str(error)) from None
     chosen = choice.used()
     identities = audio_ids([paths[i] for i in chosen])
     extractor = chosen_backbone.extractor(chosen_backbone.default_settings, run.device)

@@ -8,6 +8,7 @@ from beets.library import Item
 from beets.test.helper import PluginTestHelper
 
 from synth import synth_track, tag, write_audio
+from torch_support import needs_torch
 
 SR = 22050
 PATHS = {"default": "%if{$cnn_sort_genre,$cnn_sort_genre,Unsorted}/$albumartist/$album/$track $title",
@@ -174,6 +175,7 @@ class TestAppliedGenres(AlbumHelper):
         spelling = dict(zip(model.genres, model.spellings))
         assert list(item.genres) == [spelling[g] for g in item.cnn_genres]
 
+    @needs_torch  # trains the scratch CNN
     def test_genres_cnngenre_applied_are_not_learned_from(self, library_files, capsys):
         for path, _ in library_files:
             item = Item.from_path(str(path))

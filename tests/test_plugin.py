@@ -12,6 +12,8 @@ from beets.ui import UserError
 
 import genre_cnn_core
 
+from torch_support import needs_torch
+
 FIELDS = ("cnn_genre", "cnn_genre_score", "cnn_genres", "cnn_scores", "cnn_model")
 
 
@@ -36,6 +38,7 @@ class CnnGenreHelper(PluginTestHelper):
 
 
 class TestTrainAndPredict(CnnGenreHelper):
+    @needs_torch  # trains the scratch CNN
     def test_train_predict_and_query(self, library_files, capsys):
         items = self.add_files(library_files)
         assert {tuple(i.genres) for i in items} >= {("TECHNO", "Electronic"), ("chip-tune",)}
@@ -162,7 +165,7 @@ class TestErrors(CnnGenreHelper):
 
     def test_what_needs_pytorch_says_which_extra_where_it_is_missing(self, library_files, monkeypatch):
         monkeypatch.setitem(sys.modules, "torch", None)  # as if not installed: importing it fails
-        self.add_files(library_files[:1])
+        self.add_files(library_files[:9])  # two genres
         with pytest.raises(UserError, match=r"^training the scratch backbone needs PyTorch, which is not installed: "
                                             r"pip install 'beets-cnngenre\[torch\]'"):
             self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "1")
@@ -177,6 +180,7 @@ class TestErrors(CnnGenreHelper):
         with pytest.raises(UserError, match="-p does not go with it"):
             self.run_command("cnngenre", "--eval", "-p")
 
+    @needs_torch  # trains the scratch CNN
     def test_train_pretend_reports_and_saves_nothing(self, library_files, capsys):
         self.add_files(library_files)
         self.run_command("cnngenre", "-t", "-p", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1")
@@ -184,6 +188,7 @@ class TestErrors(CnnGenreHelper):
         assert "micro-F1" in out and "not saved (-p)" in out
         assert not os.path.exists(os.path.join(self.config.config_dir(), "cnngenre", "model.safetensors"))
 
+    @needs_torch  # trains the scratch CNN
     def test_max_genres_gives_the_real_reason(self, library_files, capsys):
         self.add_files(library_files)
         self.run_command("cnngenre", "-t", "-p", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1",
@@ -270,6 +275,7 @@ class TestFeatureCacheUnderBeetsDefaults(CnnGenreHelper):
         self.run_command("cnngenre", "-f", "-j", "1")
         assert len(calls) == 5
 
+    @needs_torch  # trains the scratch CNN
     def test_eval_recognises_training_tracks_after_a_move(self, library_files, heldout_files, capsys):
         items = self.add_files(library_files)
         self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "-e", "2", "-j", "1")
@@ -295,6 +301,7 @@ class TestFeatureCacheUnderBeetsDefaults(CnnGenreHelper):
 
 
 class TestEvaluateAndPlots(CnnGenreHelper):
+    @needs_torch  # trains the scratch CNN
     def test_training_writes_plots_and_eval_skips_training_tracks(self, library_files, heldout_files, capsys):
         train_items = self.add_files(library_files)
         self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "-e", "8", "-j", "1")
@@ -313,6 +320,7 @@ class TestEvaluateAndPlots(CnnGenreHelper):
         assert "evaluating scratch-" in out and f"on {len(held)} items;" in out
         assert "micro-F1" in out and "expected calibration error" in out and "confusion" in out
 
+    @needs_torch  # trains the scratch CNN
     def test_a_plot_that_cannot_be_written_is_a_warning(self, library_files, monkeypatch, caplog, capsys):
         def full_disk(*args, **kwargs):
             raise OSError(28, "No space left on device")
@@ -337,6 +345,7 @@ class TestMoreDefaults(CnnGenreHelper):
         assert os.listdir(os.path.join(self.config.config_dir(), "features-here"))
         assert not os.path.exists("features-here")
 
+    @needs_torch  # trains the scratch CNN
     def test_the_save_line_counts_the_tracks_trained_on(self, library_files, capsys):
         self.add_files(library_files)
         self.run_command("cnngenre", "-t", "-p", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1",

@@ -21,6 +21,7 @@ from special_files import CountingFile, fifo_at
 from genre_cnn_core.audio import AudioError, load_excerpts
 
 from synth import synth_track, write_audio
+from torch_support import needs_torch
 
 SR = 22050
 
@@ -132,6 +133,7 @@ class TestBadInput(PluginTestHelper):
         self.run_command("cnngenre", "-j", "1")
         assert any("permission denied" in r.getMessage() for r in caplog.records)
 
+    @needs_torch  # trains the scratch CNN
     def test_odd_genres_in_training(self, library_files, caplog, capsys):
         for path, _ in library_files:
             self.lib.add(Item.from_path(str(path)))
