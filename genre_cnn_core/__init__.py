@@ -20,7 +20,7 @@ TOP_K = 3
 #: first use, so a feature-extraction worker that needs only audio and
 #: numpy never pays for importing torch (PEP 562).
 _EXPORTS = {
-    "album_probabilities": "albums",
+    "album_probabilities": "albums", "album_scores": "albums", "checked_scores": "albums", "judge_album": "albums",
     "AudioError": "audio", "load_excerpts": "audio",
     "BACKBONES": "backbones", "TrainConfig": "backbones", "get_backbone": "backbones",
     "FeatureCache": "cache",
@@ -31,7 +31,7 @@ _EXPORTS = {
     "format_report": "metrics", "genre_report": "metrics", "select_genres": "metrics",
     "GenreModel": "model", "ModelError": "model",
     "DEFAULT_MODEL": "pipeline", "Failure": "pipeline", "Judgement": "pipeline", "Prediction": "pipeline",
-    "TrainingError": "pipeline", "audio_ids": "extract", "evaluate_files": "pipeline", "judge_album": "pipeline",
+    "TrainingError": "pipeline", "audio_ids": "extract", "evaluate_files": "pipeline",
     "judge_files": "pipeline", "predict_files": "pipeline", "train_on_files": "pipeline",
     "matplotlib_available": "plots", "save_confusion_matrix": "plots", "save_training_curve": "plots",
     "BACKENDS": "runtime", "RunConfig": "runtime", "available_cores": "runtime", "dask_client": "runtime",

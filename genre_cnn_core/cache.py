@@ -140,13 +140,15 @@ class FeatureCache:
             total += size
         return count, total
 
-    def prune(self, keep: set) -> tuple[int, int]:
-        """Remove the entries of every audio id not in ``keep``; the number removed and their bytes."""
+    def prune(self, keep: set, pretend: bool = False) -> tuple[int, int]:
+        """Remove the entries of every audio id not in ``keep`` (with ``pretend``, only count them); the number
+        removed and their bytes."""
         count = total = 0
         for identity, path, size in list(self.entries()):
             if identity not in keep:
                 with contextlib.suppress(OSError):
-                    os.unlink(path)
+                    if not pretend:
+                        os.unlink(path)
                     count += 1
                     total += size
         return count, total

@@ -23,6 +23,9 @@ from .cache import FeatureCache
 from .container import audio_identity
 from .runtime import RunConfig
 
+#: How a failure caused by the file killing its worker process begins (:attr:`Failure.worker_died`).
+WORKER_DIED = "the worker process died"
+
 
 def _compute_batch(extractor, cache: FeatureCache, batch: list) -> list:
     """Worker side: features of a batch of ``(index, path, key)``, checked, then cached."""
@@ -115,7 +118,7 @@ def extract_features(
         with contextlib.closing(runtime.map_batches(compute, batches, workers, run.backend)) as results:
             for batch, rows, died in results:
                 if died is not None:
-                    reason = (f"the worker process died while decoding this file, {died.cause}: "
+                    reason = (f"{WORKER_DIED} while decoding this file, {died.cause}: "
                               "out of memory, or a crashing decoder; skipped")
                     rows = [(index, None, reason) for index, _, _ in batch]
                 for index, features, error in rows:

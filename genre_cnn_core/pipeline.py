@@ -21,7 +21,7 @@ import numpy as np
 
 from . import THRESHOLD, TOP_K
 from .backbones import TrainConfig, get_backbone
-from .extract import audio_ids, extract_features
+from .extract import WORKER_DIED, audio_ids, extract_features
 from .genres import LabelChoice, Taxonomy, choose_labels, genre_key
 from .metrics import genre_report, select_genres
 from .model import GenreModel
@@ -74,6 +74,12 @@ class Failure:
 
     index: int
     reason: str
+
+    @property
+    def worker_died(self) -> bool:
+        """Whether reading this file killed the worker process (a crashing decoder, out of memory): a file
+        better skipped by later runs until asked."""
+        return self.reason.startswith(WORKER_DIED)
 
 
 def train_on_files(
@@ -174,7 +180,9 @@ def train_on_files(
         "heldout_tracks": int(len(trained.heldout)),
         "validation": report,
         "from_children": {g: choice.from_children[g] for g in genres if g in choice.from_children},
-        "trained_on": sorted(i for i in ids if i),
+        # The scratch CNN never learns from its validation tracks, so --eval can score them.
+        "trained_on": sorted(ids[p] for p in (range(len(ids)) if trained.learned_from is None
+                                              else trained.learned_from) if ids[p]),
         "train_seconds": round(time.perf_counter() - started, 2),
         **trained.info,
     }
@@ -229,11 +237,13 @@ def evaluate_files(
     (dict or None, dict)
         The report of :func:`genre_cnn_core.metrics.genre_report` (None
         when no file counts), and counts of the files ``used``,
-        ``trained_on``, ``other_genre`` and ``failed``.
+        ``trained_on``, ``other_genre`` and ``failed``, and ``validation``:
+        of the used ones, those the model's calibration was fitted on (the
+        scratch CNN's validation tracks, which its network never learned from).
     """
     run = run or RunConfig()
-    seen = model.trained_on
-    counts = {"used": 0, "trained_on": 0, "other_genre": 0, "failed": 0}
+    seen, validation = model.trained_on, set(model.heldout_ids)
+    counts = {"used": 0, "trained_on": 0, "other_genre": 0, "failed": 0, "validation": 0}
     chosen, truths = [], []
     identities = audio_ids(paths)
     for i, values in enumerate(track_genres):
@@ -253,6 +263,7 @@ def evaluate_files(
         else:
             features.append(array)
             rows.append(truths[position])
+            counts["validation"] += identities[chosen[position]] in validation
     counts["used"] = len(features)
     if not features:
         return None, counts
@@ -283,7 +294,7 @@ class Judgement:
     source : str
         ``"held-out"`` (a model that never heard its artist), ``"model"``
         (the model, which did not learn from it), or why it is not judged:
-        ``"unknown genres"`` or ``"trained on"`` (learned from, with no
+        ``"no genres"``, ``"unknown genres"`` or ``"trained on"`` (learned from, with no
         held-out prediction).
     """
 
@@ -314,22 +325,6 @@ def _judgement(model, index, probabilities, agreeing, source) -> Judgement:
     return Judgement(index, score, [model.genres[c] for c in agreeing], probabilities, source)
 
 
-def judge_album(model: GenreModel, track_probabilities: Sequence, album_genres, taxonomy: Taxonomy | None = None,
-                index: int = 0) -> Judgement:
-    """How strongly an album's audio (the mean of its judged tracks' probabilities) contradicts its genre tags."""
-    agreeing = agreeing_genres(model, album_genres, taxonomy)
-    if not agreeing:
-        return Judgement(index, None, [], None, "unknown genres")
-    rows = np.asarray(track_probabilities, dtype=np.float64)
-    if not len(rows):
-        return Judgement(index, None, [], None, "no judged tracks")
-    # Genres a track's held-out model never learned (NaN) are judged by the album's other tracks.
-    learned = ~np.isnan(rows)
-    mean = np.where(learned.any(axis=0), np.where(learned, rows, 0).sum(axis=0) / np.maximum(learned.sum(axis=0), 1),
-                    np.nan)
-    return _judgement(model, index, mean, agreeing, "its tracks")
-
-
 def judge_files(
     model: GenreModel,
     paths: Sequence,
@@ -358,7 +353,7 @@ def judge_files(
     to_predict = []
     for i, identity in enumerate(identities):
         if not agreeing[i]:
-            yield Judgement(i, None, [], None, "unknown genres")
+            yield Judgement(i, None, [], None, "unknown genres" if track_genres[i] else "no genres")
         elif identity in heldout:
             yield _judgement(model, i, heldout[identity], agreeing[i], "held-out")
         elif identity in seen:

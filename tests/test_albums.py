@@ -13,7 +13,7 @@ from torch_support import needs_torch
 SR = 22050
 PATHS = {"default": "%if{$cnn_sort_genre,$cnn_sort_genre,Unsorted}/$albumartist/$album/$track $title",
          "singleton": "%if{$cnn_sort_genre,$cnn_sort_genre,Unsorted}/Non-Album/$artist/$title",
-         "comp": "%if{$cnn_sort_genre,$cnn_sort_genre,Unsorted}/Compilations/$album/$track $title"}
+         "comp": "%if{$cnn_genre,$cnn_genre,Unsorted}/Compilations/$album/$track $title"}
 
 
 @pytest.fixture(scope="session")
@@ -63,13 +63,14 @@ class TestAlbumFields(AlbumHelper):
         assert "changed 12 items and 3 albums" in out
         for album in albums.values():
             album = self.lib.get_album(album.id)
-            assert album.cnn_genre and 0 < album.cnn_genre_score <= 1 and album.cnn_genres[0] == album.cnn_genre
-            assert album.cnn_model.startswith("scratch-")
-            assert all(item.cnn_model == album.cnn_model for item in album.items())
-        genre = self.lib.get_album(albums["Beats"].id).cnn_genre
-        found = {a.id for a in self.lib.albums(f"cnn_genre:{genre}")}
+            assert album.cnn_album_genre and 0 < album.cnn_album_genre_score <= 1
+            assert album.cnn_album_genres[0] == album.cnn_album_genre
+            assert album.cnn_album_model.startswith("scratch-")
+            assert all(item.cnn_model == album.cnn_album_model for item in album.items())
+        genre = self.lib.get_album(albums["Beats"].id).cnn_album_genre
+        found = {a.id for a in self.lib.albums(f"cnn_album_genre:{genre}")}
         assert albums["Beats"].id in found
-        assert {a.id for a in self.lib.albums("cnn_genre_score:0.0..")} == {a.id for a in albums.values()}
+        assert {a.id for a in self.lib.albums("cnn_album_genre_score:0.0..")} == {a.id for a in albums.values()}
 
     def test_album_mode_matches_albums_and_item_mode_matches_items(self, album_tracks, scratch_model_path, capsys):
         self.config["cnngenre"]["model"] = scratch_model_path
@@ -80,7 +81,7 @@ class TestAlbumFields(AlbumHelper):
         assert not any(item.get("cnn_model") for item in self.lib.items("album:Drift"))
         self.run_command("cnngenre", "-j", "1", "title:Drift 1")
         assert "predicted 1," in capsys.readouterr().out
-        assert self.lib.get_album(beats.id).cnn_genre
+        assert self.lib.get_album(beats.id).cnn_album_genre
 
 
     def test_a_track_added_to_a_predicted_album_is_predicted_and_a_rerun_stores_nothing(
@@ -88,7 +89,7 @@ class TestAlbumFields(AlbumHelper):
         self.config["cnngenre"]["model"] = scratch_model_path
         album = self.add_album("Beats", album_tracks["Beats"][:3])
         self.run_command("cnngenre", "-a", "-j", "1")
-        assert self.lib.get_album(album.id).cnn_model
+        assert self.lib.get_album(album.id).cnn_album_model
         # the new track has no cnn_model of its own; its album's must not count as the track's
         late = Item.from_path(str(album_tracks["Beats"][3]))
         late.update({"album": "Beats", "albumartist": "Beats Artist", "track": 4, "album_id": album.id})
@@ -100,7 +101,7 @@ class TestAlbumFields(AlbumHelper):
 
         from beetsplug.cnngenre import storage
         stored = []
-        monkeypatch.setattr(storage.Batch, "store_album", lambda self, album, values: stored.append(album.id))
+        monkeypatch.setattr(storage.Batch, "store_album", lambda self, album, *args: stored.append(album.id))
         self.run_command("cnngenre", "-j", "1")
         assert "predicted 0, skipped 4" in capsys.readouterr().out
         assert stored == []
@@ -122,14 +123,14 @@ class TestSortingIntoGenreFolders(AlbumHelper):
         disagreeing = 0
         for album in albums:
             album = self.lib.get_album(album.id)
-            disagreeing += sum(item.cnn_genre != album.cnn_genre for item in album.items())
+            disagreeing += sum(item.cnn_genre != album.cnn_album_genre for item in album.items())
         assert disagreeing, "no track disagrees with its album: the test would show nothing"
         self.run_command("move")
         root = self.lib.directory.decode()
         for album in albums:
             album = self.lib.get_album(album.id)
             folders = {os.path.relpath(item.filepath, root).split(os.sep)[0] for item in album.items()}
-            assert folders == {album.cnn_genre}, (album.album, folders)
+            assert folders == {album.cnn_album_genre}, (album.album, folders)
         for item in self.lib.get_album(comp.id).items():
             assert os.path.relpath(item.filepath, root).split(os.sep)[0] == item.cnn_genre
         single = self.lib.get_item(single.id)
@@ -152,12 +153,12 @@ class TestAppliedGenres(AlbumHelper):
         tagged = self.add_album("Drift", album_tracks["Drift"], genres=["My Own"])
         self.run_command("cnngenre", "-a", "-g", "-j", "1")
         empty, tagged = self.lib.get_album(empty.id), self.lib.get_album(tagged.id)
-        assert list(empty.genres) and list(empty.cnn_applied) == list(empty.genres)
-        assert list(empty.genres)[0].lower() == empty.cnn_genre
+        assert list(empty.genres) and list(empty.cnn_album_applied) == list(empty.genres)
+        assert list(empty.genres)[0].lower() == empty.cnn_album_genre
         assert all(list(item.genres) == list(empty.genres) for item in empty.items())
         assert all(list(item.cnn_applied) == list(empty.genres) for item in empty.items())
         assert list(tagged.genres) == ["My Own"] and all(list(i.genres) == ["My Own"] for i in tagged.items())
-        assert "applied genres to 1" in capsys.readouterr().out
+        assert "applied genres to 5" in capsys.readouterr().out  # the album and its 4 tracks
         self.run_command("cnngenre", "-a", "-g", "-f", "-j", "1")
         assert list(self.lib.get_album(tagged.id).genres) != ["My Own"]  # -f replaces
 
@@ -202,9 +203,11 @@ class TestChangeLines(AlbumHelper):
         assert [dict(item) for item in self.lib.items()] == before
         self.run_command("cnngenre", "-a", "-g", "-j", "1")
         real = capsys.readouterr().out.splitlines()
-        assert pretend[:-1] == real[:-1] and len(real) == 8 + 2 + 1  # 8 items, 2 albums, the summary
-        assert pretend[-1].startswith("cnngenre: would change 8 items and 2 albums, applied genres to 1")
-        assert real[-1].startswith("cnngenre: changed 8 items and 2 albums, applied genres to 1")
+        # 8 items, 4 of them given their album's genres too, 2 albums, the summary
+        assert pretend[:-1] == real[:-1] and len(real) == 8 + 4 + 2 + 1
+        assert sum(line.endswith("(from its album)") for line in real) == 4
+        assert pretend[-1].startswith("cnngenre: would change 8 items and 2 albums, applied genres to 5")
+        assert real[-1].startswith("cnngenre: changed 8 items and 2 albums, applied genres to 5")
         assert all(" -> " in line for line in real[:-1])
         assert any(line.startswith("Beats Artist - Beats (album): ") and "genres (none) -> " in line for line in real)
 

@@ -216,7 +216,7 @@ class TestSettings(CnnGenreHelper):
     def test_bad_jobs_on_the_command_line(self, library_files, scratch_model_path):
         self.use_model(scratch_model_path)
         self.add_files(library_files[:1])
-        with pytest.raises(confuse.ConfigError, match="cnngenre.jobs: must be a whole number from 0"):
+        with pytest.raises(UserError, match="cnngenre: --jobs: must be a whole number from 0"):
             self.run_command("cnngenre", "-j", "-3")
 
     def test_more_jobs_than_cores_are_capped_with_a_note(self, library_files, scratch_model_path, caplog):
@@ -287,7 +287,9 @@ class TestFeatureCacheUnderBeetsDefaults(CnnGenreHelper):
         self.add_files(heldout_files)
         capsys.readouterr()
         self.run_command("cnngenre", "--eval", "-j", "1")
-        assert f"left out: {len(items)} it was trained on" in capsys.readouterr().out
+        learned = genre_cnn_core.GenreModel.load(os.path.join(self.config.config_dir(), "cnngenre", "model.pt"))
+        assert 0 < len(learned.trained_on) < len(items)  # the scratch CNN never learns from its validation tracks
+        assert f"left out: {len(learned.trained_on)} it was trained on" in capsys.readouterr().out
 
     def test_prune_cache_drops_entries_of_audio_no_item_has(self, library_files, scratch_model_path, capsys):
         self.use_model(scratch_model_path)
@@ -310,14 +312,18 @@ class TestEvaluateAndPlots(CnnGenreHelper):
         assert os.path.getsize(stem + ".confusion.png") > 1000 and os.path.getsize(stem + ".training.png") > 1000
         assert "plots: " in out
 
-        with pytest.raises(UserError, match="no items to evaluate on"):
-            self.run_command("cnngenre", "--eval", "-j", "1")
-        assert f"left out: {len(train_items)} it was trained on" in capsys.readouterr().out
+        model = genre_cnn_core.GenreModel.load(stem + ".pt")
+        validation = len(model.heldout_ids)
+        assert validation and len(model.trained_on) == len(train_items) - validation
+        self.run_command("cnngenre", "--eval", "-j", "1")  # the validation tracks: its network never learned them
+        out = capsys.readouterr().out
+        assert (f"on {validation} items ({validation} of them its validation tracks" in out
+                and f"left out: {len(train_items) - validation} it was trained on" in out)
 
         held = self.add_files(heldout_files)
         self.run_command("cnngenre", "--eval", "-j", "1")
         out = capsys.readouterr().out
-        assert "evaluating scratch-" in out and f"on {len(held)} items;" in out
+        assert "evaluating scratch-" in out and f"on {len(held) + validation} items (" in out
         assert "micro-F1" in out and "expected calibration error" in out and "confusion" in out
 
     @needs_torch  # trains the scratch CNN

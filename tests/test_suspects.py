@@ -74,11 +74,11 @@ class TestSuspects(PluginTestHelper):
         self.config["cnngenre"]["suspect_threshold"] = 0.5  # four synthetic tracks make a less sure album
         self.run_command("cnngenre", "--suspects", "-a", "-j", "1")
         out = capsys.readouterr().out
-        scores = {genre: self.lib.get_album(album.id).get("cnn_suspect") for genre, album in albums.items()}
+        scores = {genre: self.lib.get_album(album.id).get("cnn_album_suspect") for genre, album in albums.items()}
         assert scores["techno"] >= 0.5 and scores["ambient"] < 0.5 and scores["chiptune"] < 0.5
         lines = [line for line in out.splitlines() if "tagged" in line]
         assert len(lines) == 1 and "(album)" in lines[0] and "tagged ambient" in lines[0]
-        assert "cnngenre: flagged 1 of 3 judged albums at cnn_suspect >= 0.5" in out
+        assert "cnngenre: flagged 1 of 3 judged albums at cnn_album_suspect >= 0.5" in out
 
     def test_pretend_changes_nothing_and_unknown_genres_are_not_judged(self, library_files, capsys):
         for i, (path, genre) in enumerate(library_files):

@@ -12,6 +12,7 @@ imported until the command runs, so every other ``beet`` command stays fast.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import logging
 import os
@@ -22,15 +23,29 @@ import time
 from contextlib import contextmanager
 
 from beets import config, ui
-from beets.dbcore import types
+from beets.library import Item
 from beets.plugins import BeetsPlugin
 from beets.ui import Subcommand, should_write
 
-from .fields import album_fields, applied_genres, item_fields, sort_genre, spellings
+from .fields import (
+    ALBUM_TYPES,
+    ITEM_TYPES,
+    album_fields,
+    album_sort_genre,
+    applied_genres,
+    field,
+    is_predicted,
+    item_fields,
+    own,
+    parse_scores,
+    removal,
+    sort_genre,
+    spellings,
+)
 from .library_page import DEFAULT_FILE, take_file, write_report
 from .report import Report, label
 from .settings import DEFAULTS, Settings, read_settings
-from .storage import Batch, all_or_nothing, holds
+from .storage import Batch, all_or_nothing, holds, upgrade_album_fields
 from .writing import add_prediction_tags, mark_written, register_media_fields
 
 
@@ -39,27 +54,8 @@ class Interrupted(KeyboardInterrupt):
 
 
 class CnnGenrePlugin(BeetsPlugin):
-    item_types = {
-        "cnn_genre": types.STRING,
-        "cnn_genre_score": types.Float(2),
-        "cnn_genres": types.MULTI_VALUE_DSV,
-        "cnn_scores": types.MULTI_VALUE_DSV,
-        "cnn_model": types.STRING,
-        "cnn_tags": types.MULTI_VALUE_DSV,
-        "cnn_applied": types.MULTI_VALUE_DSV,
-        "cnn_suspect": types.Float(2),
-        "cnn_error": types.STRING,
-        "cnn_write_pending": types.BOOLEAN,
-    }
-    album_types = {
-        "cnn_genre": types.STRING,
-        "cnn_genre_score": types.Float(2),
-        "cnn_genres": types.MULTI_VALUE_DSV,
-        "cnn_scores": types.MULTI_VALUE_DSV,
-        "cnn_model": types.STRING,
-        "cnn_applied": types.MULTI_VALUE_DSV,
-        "cnn_suspect": types.Float(2),
-    }
+    item_types = ITEM_TYPES
+    album_types = ALBUM_TYPES
 
     def __init__(self):
         super().__init__()
@@ -70,6 +66,7 @@ class CnnGenrePlugin(BeetsPlugin):
         self._said = set()
         self._import_disabled = False
         self.template_fields["cnn_sort_genre"] = sort_genre
+        self.album_template_fields["cnn_sort_genre"] = album_sort_genre
         register_media_fields()
         self.register_listener("write", add_prediction_tags)
         self.register_listener("after_write", mark_written)
@@ -147,6 +144,7 @@ class CnnGenrePlugin(BeetsPlugin):
 
     def commands(self):
         cmd = Subcommand("cnngenre", help="predict genres from audio with a CNN (-t: train on tagged items)")
+        cmd.parser.usage += " [QUERY]"
         add = cmd.parser.add_option
         add("-t", "--train", action="store_true", default=False,
             help="train a model on the matching items that have genres (with -p: report, do not save)")
@@ -162,10 +160,19 @@ class CnnGenrePlugin(BeetsPlugin):
                  "predicts nothing unless --predict")
         add("--predict", action="store_true", default=False,
             help="with --report: first predict the matching items the model has not predicted, as without --report")
+        add("--remove", action="store_true", default=False,
+            help="take back what cnngenre added to the matching items (with -a: albums and their tracks): its "
+                 "fields, its file tags with -w, and the genres -g applied unless you changed them since")
         add("-a", "--album", action="store_true", default=False,
             help="match albums instead of items; albums get their own genres from their tracks")
         add("-f", "--force", action="store_true", default=None,
-            help="predict again for items the current model already tagged; with -g, replace genres")
+            help="predict again for items the current model already tagged; with -g, replace existing genres")
+        add("-F", "--no-force", dest="force", action="store_false",
+            help="neither predict again nor replace genres (overrides force: yes)")
+        add("-k", "--keep-existing", dest="keep_existing", action="store_true", default=None,
+            help="with -g -f, keep existing genres and add the predicted ones")
+        add("-K", "--no-keep-existing", dest="keep_existing", action="store_false",
+            help="with -g -f, replace existing genres (overrides keep_existing: yes)")
         add("-p", "--pretend", action="store_true", default=False,
             help="show what would change; change nothing")
         add("-j", "--jobs", type="int", help="worker processes (default: all cores)")
@@ -176,7 +183,8 @@ class CnnGenrePlugin(BeetsPlugin):
             help="fewest tagged tracks a genre needs to be learned")
         add("--max-genres", dest="max_genres", type="int", help="learn at most this many genres")
         add("-g", "--apply-genres", dest="apply_genres", action="store_true", default=None,
-            help="also fill empty genres fields with the predicted genres that clear the threshold")
+            help="also fill empty genres with the predicted genres that clear the threshold, also on items and "
+                 "albums predicted before (-f -g replaces existing genres, -f -g -k adds to them)")
         add("--model", help="model file to use or write")
         add("--device", help="where networks run: auto, cpu, cuda")
         add("--no-cache", dest="cache", action="store_false", default=None,
@@ -189,8 +197,8 @@ class CnnGenrePlugin(BeetsPlugin):
     def command(self, lib, opts, args):
         from genre_cnn_core import ModelError, TrainingError
 
-        modes = [name for name, on in (("-t", opts.train), ("--eval", opts.evaluate),
-                                       ("--suspects", opts.suspects), ("--prune-cache", opts.prune_cache),
+        modes = [name for name, on in (("-t", opts.train), ("--eval", opts.evaluate), ("--suspects", opts.suspects),
+                                       ("--prune-cache", opts.prune_cache), ("--remove", opts.remove),
                                        ("--report", opts.report)) if on]
         if len(modes) > 1:
             raise ui.UserError(f"cnngenre: {' and '.join(modes)} do not go together; choose one")
@@ -200,7 +208,10 @@ class CnnGenrePlugin(BeetsPlugin):
             raise ui.UserError("cnngenre: --predict goes with --report (a plain run predicts)")
         if opts.pretend and opts.report:
             raise ui.UserError("cnngenre: --report changes nothing; -p does not go with it")
+        if opts.prune_cache and args:
+            raise ui.UserError("cnngenre: --prune-cache keeps what any library item needs; it takes no query")
         settings = self.settings(opts)
+        self.upgrade(lib)
         try:
             with _sigterm_as_interrupt():
                 if opts.train:
@@ -210,7 +221,7 @@ class CnnGenrePlugin(BeetsPlugin):
                 elif opts.suspects:
                     self.suspects(lib, opts, args, settings)
                 elif opts.prune_cache:
-                    self.prune_cache(lib, settings)
+                    self.prune_cache(lib, settings, pretend=opts.pretend)
                 elif opts.report:
                     if opts.predict:
                         objects = lib.albums(args) if opts.album else lib.items(args)
@@ -218,6 +229,8 @@ class CnnGenrePlugin(BeetsPlugin):
                                      write=should_write(opts.write))
                     write_report(self, lib, _items(lib, args, opts.album), settings, opts.report,
                                  title=" ".join(args) or "the whole library")
+                elif opts.remove:
+                    self.remove(lib, args, albums=opts.album, write=should_write(opts.write), pretend=opts.pretend)
                 else:
                     objects = lib.albums(args) if opts.album else lib.items(args)
                     self.predict(lib, list(objects), settings, albums=opts.album, write=should_write(opts.write),
@@ -230,6 +243,15 @@ class CnnGenrePlugin(BeetsPlugin):
         except KeyboardInterrupt as interrupt:
             sys.stdout.flush()
             sys.exit(143 if isinstance(interrupt, Interrupted) else 130)
+
+    def upgrade(self, lib) -> None:
+        """Move the album fields of earlier versions to their own names, once, and say so."""
+        count = upgrade_album_fields(lib)
+        if count:
+            self._log.warning("upgraded {} albums: an album's prediction is now in cnn_album_genre, "
+                              "cnn_album_genre_score, cnn_album_genres, cnn_album_scores, cnn_album_model (and "
+                              "cnn_album_applied, cnn_album_suspect), so that a track shows only its own cnn_genre",
+                              count)
 
     def load_model(self, settings: Settings):
         """The user's model; at the default location, the shipped model until one is trained."""
@@ -260,11 +282,10 @@ class CnnGenrePlugin(BeetsPlugin):
         unless asked."""
         from genre_cnn_core import genre_key
 
-        own = {"with_album": False} if hasattr(item, "album_id") else {}
-        genres = list(item.get("genres", **own) or [])
+        genres = list(own(item, "genres") or [])
         if settings.train_on_applied:
             return genres
-        applied = {genre_key(g) for g in item.get("cnn_applied", [], **own) or []}
+        applied = {genre_key(g) for g in own(item, field(item, "applied")) or []}
         return [g for g in genres if genre_key(g) not in applied]
 
     def tagged_items(self, lib, args, albums: bool, settings: Settings) -> tuple[list, list]:
@@ -303,7 +324,8 @@ class CnnGenrePlugin(BeetsPlugin):
         for failure in failures:
             self._log.warning("{}: {}", items[failure.index].filepath, failure.reason)
         if choice.dropped:
-            ui.print_("left out: " + ", ".join(f"{g} ({n} tracks, {why})" for g, (n, why) in choice.dropped.items()))
+            ui.print_("cnngenre: left out: "
+                      + ", ".join(f"{g} ({n} tracks, {why})" for g, (n, why) in choice.dropped.items()))
         for genre, children in model.metadata["from_children"].items():
             ui.print_(f"{genre}: learned from its sub-genres only ({', '.join(children)})")
         meta = model.metadata
@@ -356,7 +378,9 @@ class CnnGenrePlugin(BeetsPlugin):
         report, counts = evaluate_files(
             model, [str(item.filepath) for item in items], genres, taxonomy=self.taxonomy(settings),
             run=self.run_config(settings), threshold=settings.threshold, top_k=settings.top_k)
-        ui.print_(f"cnngenre: evaluating {model.model_id} on {counts['used']} items; left out: "
+        validation = (f" ({counts['validation']} of them its validation tracks, which its calibration was "
+                      "fitted on)" if counts["validation"] else "")
+        ui.print_(f"cnngenre: evaluating {model.model_id} on {counts['used']} items{validation}; left out: "
                   f"{counts['trained_on']} it was trained on, {counts['other_genre']} with other genres, "
                   f"{counts['failed']} that failed to decode")
         if report is None:
@@ -370,10 +394,13 @@ class CnnGenrePlugin(BeetsPlugin):
         """Predict for items (or the items of albums), store the fields, then the albums' fields.
 
         Items are stored as their predictions arrive, in transactions of
-        :data:`BATCH` items, each item with all of its new fields or none.
-        With ``write``, the database is written first and then the files'
-        tags; an item whose file could not be written keeps
-        ``cnn_write_pending`` and is written by the next run that writes.
+        :data:`.storage.BATCH` items, each item with all of its new fields or
+        none. An album's prediction comes from all of its tracks the current
+        model predicted, in this run or before. With ``-g``, genres are applied
+        to the matched items (or albums and their tracks) whether they were
+        predicted now or before. With ``write``, the database is written first
+        and then the files' tags; an item whose file could not be written
+        keeps ``cnn_write_pending`` and is written by the next run that writes.
         With ``defer_writes`` (an import, before the files are in place),
         items are only marked pending.
         """
@@ -386,22 +413,33 @@ class CnnGenrePlugin(BeetsPlugin):
             return
         model = self.model(settings)
         model_id = model.model_id
-        items = [item for album in objects for item in album.items()] if albums else list(objects)
-        def own(item, name):  # the item's own field: a missing one must not look the album up
-            return item.get(name, with_album=False)
-
+        tracks_of = {album.id: list(album.items()) for album in objects} if albums else {}
+        items = [item for tracks in tracks_of.values() for item in tracks] if albums else list(objects)
         todo = [item for item in items if settings.force or
-                (own(item, "cnn_model") != model_id and not own(item, "cnn_error"))]
-        skipped = len(items) - len(todo)
-        crashed = sum(1 for item in items if own(item, "cnn_error") and not settings.force
-                      and own(item, "cnn_model") != model_id)
+                not (is_predicted(item, model_id) or own(item, "cnn_error"))]
+        crashed = sum(1 for item in items if not settings.force and own(item, "cnn_error")
+                      and not is_predicted(item, model_id))
         taxonomy = self.taxonomy(settings) if settings.parents or settings.canonical else None
         spelled = spellings(model, taxonomy)
         report = Report(pretend=pretend, quiet=quiet)
         batch = Batch(lib, write and not pretend, self._log, defer=defer_writes)
         if not pretend:
             batch.remove_leftover_copies(items)
-        fresh: dict = {}  # item id -> this run's fields, for the albums (stored or not, as with -p)
+
+        def stage(item, values):
+            if pretend:
+                report.stored(item, values, report.describe(item, values))
+            elif values and not holds(item, values):
+                line = report.describe(item, values)
+                batch.add(item, values, lambda: report.stored(item, values, line))
+
+        def genres_for(obj, values):
+            if not settings.apply_genres:
+                return {}
+            return applied_genres(obj, values[field(obj, "genres")], values[field(obj, "genre_score")],
+                                  settings, spelled)
+
+        fresh: dict = {}  # item id -> this run's probabilities, for the albums (stored or not, as with -p)
         failed = 0
         try:
             if todo:
@@ -415,36 +453,33 @@ class CnnGenrePlugin(BeetsPlugin):
                     if isinstance(result, Failure):
                         failed += 1
                         self._log.warning("{}: {}", item.filepath, result.reason)
-                        if result.reason.startswith("the worker process died") and not pretend:
-                            batch.add(item, {"cnn_error": result.reason[:200]})
+                        if result.worker_died:
+                            stage(item, {"cnn_error": result.reason[:200]})
                         continue
                     values = item_fields(result, model_id, settings, taxonomy)
                     if own(item, "cnn_error"):
                         values["cnn_error"] = None  # decoded this time: no longer skipped
-                    if settings.apply_genres and not albums:
-                        values.update(applied_genres(item, values, settings, spelled))
-                    report.change(item, values)
-                    fresh[item.id] = values
-                    if not pretend:
-                        batch.add(item, values)
+                    fresh[item.id] = parse_scores(values["cnn_scores"])
+                    if not albums:
+                        values.update(genres_for(item, values))
+                    stage(item, values)
+            if settings.apply_genres and not albums:
+                predicted_before = [item for item in items if item.id not in fresh and is_predicted(item, model_id)]
+                for item in predicted_before:
+                    stage(item, genres_for(item, {name: own(item, name) for name in ("cnn_genres", "cnn_genre_score")}))
             batch.flush()
             if write and not pretend and not defer_writes:
                 batch.write_pending([item for item in items if own(item, "cnn_write_pending")])
-            touched = objects if albums else _albums_of(lib, items)
-            for album in touched:
-                values = album_fields(album, model_id, settings, fresh, taxonomy)
-                if values is None:
-                    continue
-                if settings.apply_genres and albums:
-                    values.update(applied_genres(album, values, settings, spelled))
-                report.change(album, values)
-                if not pretend and not holds(album, values):
-                    batch.store_album(album, values)
+            for album in (objects if albums else _albums_of(lib, items)):
+                self.predict_album(album, tracks_of.get(album.id) or list(album.items()), model_id, settings,
+                                   fresh, taxonomy, batch, report, pretend, genres_for if albums else None)
         except KeyboardInterrupt:
             batch.flush()
             if not quiet:
+                rest = ("running the command again without -f continues with the rest" if settings.force
+                        else "running the command again continues with the rest")
                 ui.print_(f"cnngenre: interrupted after {batch.stored} of {len(todo)} items; they are saved, "
-                          "and running the command again continues with the rest")
+                          f"and {rest}")
             raise
         if not quiet:
             elapsed = time.perf_counter() - started
@@ -453,11 +488,39 @@ class CnnGenrePlugin(BeetsPlugin):
             verb = "would change" if pretend else "changed"
             written = f"; {batch.writer.report()}" if write and not pretend else ""
             ui.print_(f"cnngenre: {verb} {report.items} items and {report.albums} albums, applied genres to "
-                      f"{report.applied}; predicted {done}, skipped {skipped} (already tagged by {model_id}; "
-                      f"-f predicts again), failed {failed}{written}, {elapsed:.1f} s{rate}")
+                      f"{report.applied}; predicted {done}, skipped {len(items) - len(todo)} (already tagged by "
+                      f"{model_id}; -f predicts again), failed {failed}{written}, {elapsed:.1f} s{rate}")
             if crashed:
                 ui.print_(f"cnngenre: {crashed} items whose files crashed a worker before were skipped "
                           "(beet ls cnn_error::. lists them; -f tries again)")
+
+    def predict_album(self, album, tracks, model_id, settings, fresh, taxonomy, batch, report, pretend,
+                      genres_for=None):
+        """An album's prediction from all of its predicted tracks; with ``genres_for`` (``-a -g``), the genres
+        it applies to the album and, the same way, to each of its tracks."""
+        values, used = album_fields(album, tracks, model_id, settings, fresh, taxonomy, self._log)
+        if values is None:
+            return
+        track_changes = []
+        if genres_for is not None:
+            values.update(genres_for(album, values))
+            given = {"cnn_genres": values["cnn_album_genres"], "cnn_genre_score": values["cnn_album_genre_score"]}
+            for item in tracks:
+                item_values = genres_for(item, given)
+                if item_values and not holds(item, item_values):
+                    line = report.describe(item, item_values, "(from its album)")
+                    track_changes.append((item, item_values, functools.partial(report.stored, item, item_values,
+                                                                                line)))
+        in_run = sum(item.id in fresh for item in tracks)
+        before = f", {used - in_run} of them predicted before" if 0 < in_run < used else ""
+        note = f"(from {used} of its {len(tracks)} tracks{before})" if used < len(tracks) or before else ""
+        line = report.describe(album, values, note)
+        if pretend:
+            report.stored(album, values, line)
+            for _, _, stored in track_changes:
+                stored()
+        elif not holds(album, values) or track_changes:
+            batch.store_album(album, values, track_changes, lambda: report.stored(album, values, line))
 
     # ------------------------------------------------------------ suspects
 
@@ -504,11 +567,12 @@ class CnnGenrePlugin(BeetsPlugin):
         if not opts.pretend:
             with all_or_nothing(lib):
                 for obj, j in zip(objects, judgements):
+                    name = field(obj, "suspect")
                     if j is not None and j.score is not None:
-                        obj["cnn_suspect"] = round(j.score, 4)
-                    elif "cnn_suspect" in obj:
-                        del obj["cnn_suspect"]
-                    if hasattr(obj, "album_id"):
+                        obj[name] = round(j.score, 4)
+                    elif own(obj, name) is not None:
+                        del obj[name]
+                    if isinstance(obj, Item):
                         obj.store()
                     else:
                         obj.store(inherit=False)  # the album's judgement is not its tracks'
@@ -517,24 +581,54 @@ class CnnGenrePlugin(BeetsPlugin):
         for j in judgements:
             if j is not None and j.score is None:
                 reasons[j.source] = reasons.get(j.source, 0) + 1
-        kind = "albums" if opts.album else "items"
+        kind = "album" if opts.album else "item"
         not_judged = ", ".join(f"{n} ({why})" for why, n in sorted(reasons.items())) or "none"
-        ui.print_(f"cnngenre: flagged {len(flagged)} of {len(ranked)} judged {kind} at cnn_suspect >= "
+        ui.print_(f"cnngenre: flagged {len(flagged)} of {len(ranked)} judged {kind}s at {field(kind, 'suspect')} >= "
                   f"{settings.suspect_threshold:g} (suspect_threshold); not judged: {not_judged}; failed {failed}")
 
     # ------------------------------------------------------------ cache
 
-    def prune_cache(self, lib, settings: Settings):
+    def prune_cache(self, lib, settings: Settings, pretend: bool = False):
         from genre_cnn_core import audio_ids
 
         cache = self.cache(settings)
         if not cache.enabled:
             raise ui.UserError("cnngenre: the feature cache is off (cache: no) or cannot be used")
         keep = {i for i in audio_ids([str(item.filepath) for item in lib.items()]) if i}
-        removed, freed = cache.prune(keep)
+        removed, freed = cache.prune(keep, pretend=pretend)
         count, size = cache.size()
-        ui.print_(f"cnngenre: removed {removed} cached entries ({freed / 2**20:.1f} MiB) of audio no library "
+        verb = "would remove" if pretend else "removed"
+        ui.print_(f"cnngenre: {verb} {removed} cached entries ({freed / 2**20:.1f} MiB) of audio no library "
                   f"item has; the cache at {cache.directory} holds {count} entries ({size / 2**20:.1f} MiB)")
+
+    # ------------------------------------------------------------ undo
+
+    def remove(self, lib, args, albums: bool, write: bool, pretend: bool):
+        """Take back what cnngenre added to the matching items (with ``albums``: albums and their tracks): its
+        fields, and the genres ``-g`` applied unless changed since; with ``write``, its tags in the files."""
+        matched = list(lib.albums(args)) if albums else []
+        items = [item for album in matched for item in album.items()] if albums else list(lib.items(args))
+        if not items and not matched:
+            ui.print_("cnngenre: nothing matched")
+            return
+        report = Report(pretend=pretend, quiet=False)
+        batch = Batch(lib, write and not pretend, self._log)
+        kept = 0
+        for obj in [*items, *matched]:
+            values = removal(obj)
+            kept += bool(own(obj, field(obj, "applied"))) and "genres" not in values
+            line = report.describe_removal(obj, values)
+            if pretend:
+                report.stored(obj, values, line)
+            elif values and isinstance(obj, Item):
+                batch.add(obj, values, functools.partial(report.stored, obj, values, line))
+            elif values:
+                batch.store_album(obj, values, (), functools.partial(report.stored, obj, values, line))
+        batch.flush()
+        verb = "would take back" if pretend else "took back"
+        ui.print_(f"cnngenre: {verb} cnngenre's fields from {report.items} items and {report.albums} albums, "
+                  f"restored genres on {report.applied}" +
+                  (f"; kept genres you changed since -g applied them on {kept}" if kept else ""))
 
     # ------------------------------------------------------------- import
 
@@ -544,13 +638,14 @@ class CnnGenrePlugin(BeetsPlugin):
             return
         try:
             settings = self.settings()
+            self.upgrade(session.lib)
             self.model(settings)
             objects = [task.album] if task.is_album else list(task.imported_items())
             self.predict(session.lib, objects, settings, albums=task.is_album,
                          write=config["import"]["write"].get(bool), quiet=True, defer_writes=True)
         except Exception as error:  # noqa: BLE001 -- an import must never fail because of cnngenre
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
-            self._log.warning("not tagging on import: {}", message)
+            self._log.warning("not tagging on import: {}", message.removeprefix("cnngenre: "))
             self._import_disabled = True  # said once per import session
 
     def write_after_import(self, session, task):

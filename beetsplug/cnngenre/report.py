@@ -1,20 +1,22 @@
-"""What a run prints: one line per item or album whose fields change, the same with and without ``-p``."""
+"""What a run prints: one line per item or album whose fields change, the same with and without ``-p``,
+printed once the change is stored (a transaction rolled back prints nothing)."""
 
 from __future__ import annotations
 
 import os
 
 from beets import ui
+from beets.library import Item
 
-from .fields import parse_scores, same_value
+from .fields import field, own, parse_scores, same_value
 
-#: The fields a change line shows.
-SHOWN_FIELDS = ("cnn_genre", "cnn_genre_score", "cnn_genres", "genres")
+#: The cnngenre fields a change line shows (beside beets' ``genres``), by their part of the name.
+SHOWN_FIELDS = ("genre", "genre_score", "genres")
 
 
 def label(obj) -> str:
     """How a change line names an item or album: its tags, or its path when it has none."""
-    if hasattr(obj, "album_id"):
+    if isinstance(obj, Item):
         if obj.get("artist") or obj.get("title"):
             return f"{obj.get('artist') or '?'} - {obj.get('title') or '?'}"
         return os.fsdecode(obj.path)
@@ -32,40 +34,69 @@ def _shown(value) -> str:
 
 
 class Report:
-    """Prints one line per item or album whose shown fields change, the same with and without ``-p``.
+    """Counts and prints the changes of a run.
 
-    ``cnn_genres`` is shown with the probability of each genre.
+    ``describe`` is called before a change is assigned (it reads the old
+    values) and ``stored`` once it is in the database, or at once with
+    ``-p``. ``cnn_genres`` is shown with the probability of each genre.
     """
 
     def __init__(self, pretend: bool, quiet: bool):
         self.pretend, self.quiet = pretend, quiet
-        self.items = self.albums = self.applied = 0
+        self.changed: set = set()  # (kind, id): a track may change twice (its prediction, its album's genres)
+        self.given_genres: set = set()
 
-    def change(self, obj, values: dict) -> None:
-        item = hasattr(obj, "album_id")
-        old_values = {name: obj.get(name, with_album=False) if item else obj.get(name)
-                      for name in (*SHOWN_FIELDS, "cnn_scores")}
+    @property
+    def items(self) -> int:
+        return sum(kind == "item" for kind, _ in self.changed)
+
+    @property
+    def albums(self) -> int:
+        return sum(kind == "album" for kind, _ in self.changed)
+
+    @property
+    def applied(self) -> int:
+        return len(self.given_genres)
+
+    def describe(self, obj, values: dict, note: str = "") -> str | None:
+        """The change line of ``values`` on ``obj`` (None when nothing shown changes)."""
+        names = [*(field(obj, part) for part in SHOWN_FIELDS), "genres"]
+        scores = field(obj, "scores")
         changes = []
-        for name in SHOWN_FIELDS:
+        for name in names:
             if name not in values:
                 continue
-            old, new = old_values[name], values[name]
-            if isinstance(new, float) and isinstance(old, float) and abs(old - new) < 0.005:
-                continue
+            old, new = own(obj, name), values[name]
             if same_value(old, new) or _shown(old) == _shown(new):
                 continue
-            if name == "cnn_genres":
-                old, new = _with_scores(old, old_values["cnn_scores"]), _with_scores(new, values.get("cnn_scores"))
+            if name == field(obj, "genres"):
+                old = _with_scores(old, own(obj, scores))
+                new = _with_scores(new, values.get(scores, own(obj, scores)))
             changes.append(f"{name} {_shown(old)} -> {_shown(new)}")
         if not changes:
+            return None
+        return f"{label(obj)}: " + "; ".join(changes) + (f" {note}" if note else "")
+
+    def describe_removal(self, obj, values: dict) -> str | None:
+        """The change line of ``--remove`` (``values`` from :func:`.fields.removal`)."""
+        if not values:
+            return None
+        gone = [name for name, value in values.items() if value is None]
+        line = f"{label(obj)}: removed " + ", ".join(gone) if gone else f"{label(obj)}:"
+        if "genres" in values:
+            line += f"{';' if gone else ''} genres {_shown(own(obj, 'genres'))} -> {_shown(values['genres'])}"
+        return line
+
+    def stored(self, obj, values: dict, line: str | None) -> None:
+        """Count and print a change that is stored (or would be, with ``-p``)."""
+        if line is None:
             return
-        if item:
-            self.items += 1
-        else:
-            self.albums += 1
-        self.applied += "genres" in values
+        key = ("item" if isinstance(obj, Item) else "album", obj.id)
+        self.changed.add(key)
+        if "genres" in values:
+            self.given_genres.add(key)
         if not self.quiet:
-            ui.print_(f"{label(obj)}: " + "; ".join(changes))
+            ui.print_(line)
 
 
 def _with_scores(genres, scores) -> list:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import re
 
 import confuse
-from beets import config
+from beets import config, ui
 
 from genre_cnn_core import THRESHOLD, TOP_K
 
@@ -31,6 +33,7 @@ DEFAULTS = {
     "epochs": 30,
     "minutes": 2.5,
     "force": False,
+    "keep_existing": False,
     "canonical": False,
     "parents": False,
     "whitelist": False,
@@ -63,6 +66,7 @@ class Settings:
     epochs: int
     minutes: float
     force: bool
+    keep_existing: bool
     canonical: object
     parents: bool
     whitelist: object
@@ -70,8 +74,32 @@ class Settings:
     suspect_threshold: float
 
 
+#: Variables in a path: ``$NAME`` or ``${NAME}``, left as they are by :func:`os.path.expandvars` when unset.
+_VARIABLE = re.compile(r"\$(\w+|\{[^}]*\})")
+
+
+class OptionError(ui.UserError):
+    """A command-line option's value that cannot be used (``cnngenre: --device: ...``), which beets reports
+    as ``error: ...`` (not as a configuration file's error)."""
+
+
+class _BadValue(confuse.ConfigValueError):
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
 def _bad(view, accepts: str):
-    raise confuse.ConfigValueError(f"{view.name}: must be {accepts}, not {view.get()!r}")
+    raise _BadValue(view.key, f"{view.name}: must be {accepts}, not {view.get()!r}")
+
+
+def _known_keys(view) -> None:
+    """Every key of the plugin's configuration is one it reads: a misspelt key is an error, not ignored."""
+    for key in view.keys():
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise confuse.ConfigError(f"{view.name}.{key}: not a cnngenre setting{hint}")
 
 
 def _integer(view, low: int, high: int | None = None) -> int:
@@ -105,6 +133,8 @@ def _path(view, default: str) -> str:
     if not isinstance(value, str):
         _bad(view, "a path")
     path = os.path.expanduser(os.path.expandvars(value))
+    if unset := _VARIABLE.search(path):
+        _bad(view, f"a path whose variables are set (${unset.group(1).strip('{}')} is not)")
     if not os.path.isabs(path):
         _, source = view.first()
         path = os.path.join(config.config_dir() if source.filename else os.getcwd(), path)
@@ -112,13 +142,16 @@ def _path(view, default: str) -> str:
 
 
 def _file_or_flag(view):
-    """``no``, ``yes`` (lastgenre's file) or a path."""
+    """``no``, ``yes`` (lastgenre's file) or the path of a file that exists (checked for every command)."""
     value = view.get()
     if isinstance(value, bool):
         return value
     if not isinstance(value, str) or not value:
         _bad(view, "yes, no or a file")
-    return _path(view, "")
+    path = _path(view, "")
+    if not os.path.isfile(path):
+        _bad(view, f"yes, no or a file that exists ({path} does not)")
+    return path
 
 
 def read_settings(view, opts=None) -> Settings:
@@ -129,11 +162,21 @@ def read_settings(view, opts=None) -> Settings:
     confuse.ConfigError
         A value beets reports as ``configuration error: cnngenre.KEY: ...``.
     """
+    _known_keys(view)
+    given = {k: v for k, v in vars(opts).items() if k in DEFAULTS and v is not None} if opts is not None else {}
+    if given:
+        view.set_args(given)
+    try:
+        return _checked(view)
+    except _BadValue as error:
+        if error.key not in given:
+            raise
+        raise OptionError(f"cnngenre: --{error.key.replace('_', '-')}: {str(error).split(': ', 1)[1]}") from None
+
+
+def _checked(c) -> Settings:
     from genre_cnn_core import BACKBONES, BACKENDS, is_device_name
 
-    if opts is not None:
-        view.set_args({k: v for k, v in vars(opts).items() if k in DEFAULTS and v is not None})
-    c = view
     default_model = os.path.join(config.config_dir(), "cnngenre", "model.safetensors")
     device = c["device"].get()
     if not is_device_name(device):
@@ -164,6 +207,7 @@ def read_settings(view, opts=None) -> Settings:
         epochs=_integer(c["epochs"], 1),
         minutes=_number(c["minutes"], 0.0, low_open=True),
         force=_boolean(c["force"]),
+        keep_existing=_boolean(c["keep_existing"]),
         canonical=_file_or_flag(c["canonical"]),
         parents=_boolean(c["parents"]),
         whitelist=_file_or_flag(c["whitelist"]),

@@ -1,4 +1,8 @@
-"""Storing predictions: items in all-or-none transactions, the database first, then the files' tags."""
+"""Storing predictions: items in all-or-none transactions, the database first, then the files' tags.
+
+Each change comes with a callback run once its transaction is committed, so that what a run prints
+(:class:`.report.Report`) is what was stored: on a full disk, a rolled-back batch prints nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import sqlite3
 import time
 from contextlib import contextmanager, suppress
 
-from .fields import same_value
+from .fields import field, own, same_value
 from .writing import Writer
 
 #: Items are stored in transactions of this many, or of what arrived in this many seconds (each item all
@@ -30,8 +34,9 @@ class Batch:
         self.stored = 0
         self.flushed = time.monotonic()
 
-    def add(self, item, values: dict) -> None:
-        self.pending.append((item, values))
+    def add(self, item, values: dict, stored=None) -> None:
+        """Store ``values`` on ``item`` with the next batch; ``stored()`` is called once they are committed."""
+        self.pending.append((item, values, stored))
         if len(self.pending) >= BATCH or time.monotonic() - self.flushed >= BATCH_SECONDS:
             self.flush()
 
@@ -40,33 +45,42 @@ class Batch:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
-        writes = [item for item, values in batch if _tags_change(values)]
+        writes = [item for item, values, _ in batch if _tags_change(values)]
         with all_or_nothing(self.lib):
-            for item, values in batch:
+            for item, values, _ in batch:
                 _assign(item, values)
                 if _tags_change(values):
                     item["cnn_write_pending"] = True
                 item.store()
         self.stored += len(batch)
+        for _, _, stored in batch:
+            if stored is not None:
+                stored()
         if self.write and not self.defer:
             self.write_pending(writes)
 
-    def store_album(self, album, values: dict) -> None:
-        """An album's fields; genres it is given go to its items too, as ``beet modify -a`` does.
+    def store_album(self, album, values: dict, tracks=(), stored=None) -> None:
+        """An album's fields and its tracks' (``(item, values, stored)``, e.g. the genres ``-a -g`` gives them),
+        in one transaction; each ``stored()`` is called once it is committed.
 
-        Not through beets' inheritance: that would also copy the album's
-        ``cnn_*`` prediction over each track's own.
+        Not through beets' inheritance (``album.store()``), which would copy
+        every album field of the same name onto every track.
         """
-        items = list(album.items()) if "genres" in values else []
+        self.flush()
         with all_or_nothing(self.lib):
             _assign(album, values)
             album.store(inherit=False)
-            for item in items:
-                item.update({"genres": values["genres"], "cnn_applied": values["cnn_applied"],
-                             "cnn_write_pending": True})
+            for item, item_values, _ in tracks:
+                _assign(item, item_values)
+                if _tags_change(item_values):
+                    item["cnn_write_pending"] = True
                 item.store()
-        if self.write and items and not self.defer:
-            self.write_pending(items)
+        for callback in (stored, *(track_stored for _, _, track_stored in tracks)):
+            if callback is not None:
+                callback()
+        writes = [item for item, item_values, _ in tracks if _tags_change(item_values)]
+        if self.write and writes and not self.defer:
+            self.write_pending(writes)
 
     def remove_leftover_copies(self, items) -> None:
         """Remove the temporary copies that killed tag writes left beside these items' files, and say so.
@@ -91,7 +105,28 @@ class Batch:
 
 def holds(obj, values: dict) -> bool:
     """Whether ``obj`` already holds every one of ``values`` (a rerun that changes nothing stores nothing)."""
-    return all(same_value(obj.get(name), value) for name, value in values.items())
+    return all(same_value(own(obj, name), value) for name, value in values.items())
+
+
+#: Album fields of cnngenre 0.2 and before, which shared their names with the items' (see :mod:`.fields`).
+_OLD_ALBUM_FIELDS = ("genre", "genre_score", "genres", "scores", "model", "applied", "suspect")
+
+
+def upgrade_album_fields(lib) -> int:
+    """Rename the album fields of earlier versions (``cnn_genre`` on an album) to ``cnn_album_*``, once;
+    the number of albums upgraded. A value already under the new name wins."""
+    old = [f"cnn_{part}" for part in _OLD_ALBUM_FIELDS]
+    marks = ", ".join("?" * len(old))
+    with all_or_nothing(lib) as tx:
+        (count,), = tx.query(f"SELECT COUNT(DISTINCT entity_id) FROM album_attributes WHERE key IN ({marks})", old)
+        if not count:
+            return 0
+        for name, part in zip(old, _OLD_ALBUM_FIELDS):
+            new = field("album", part)
+            tx.mutate("DELETE FROM album_attributes WHERE key = ? AND entity_id IN "
+                      "(SELECT entity_id FROM album_attributes WHERE key = ?)", (name, new))
+            tx.mutate("UPDATE album_attributes SET key = ? WHERE key = ?", (new, name))
+    return count
 
 
 def _assign(obj, values: dict) -> None:
@@ -104,6 +139,7 @@ def _assign(obj, values: dict) -> None:
 
 
 def _tags_change(values: dict) -> bool:
+    """Whether ``values`` change what goes into the file (set or removed)."""
     return any(name in values for name in ("cnn_genre", "cnn_genre_score", "genres"))
 
 

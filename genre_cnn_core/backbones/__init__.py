@@ -106,6 +106,9 @@ class TrainedHead:
         prediction learned the genre at all; None: every genre.
     info : dict
         Plain data for the model's metadata (chosen penalty, history, ...).
+    learned_from : np.ndarray or None
+        Indices of the tracks the returned weights learned from; None: every
+        track (a head refitted on all of them after cross-validation).
     """
 
     weights: dict
@@ -115,6 +118,7 @@ class TrainedHead:
     heldout_probabilities: np.ndarray
     heldout_known: np.ndarray | None = None
     info: dict = dataclasses.field(default_factory=dict)
+    learned_from: np.ndarray | None = None
 
 
 class Backbone(abc.ABC):

@@ -258,7 +258,7 @@ def train_scratch(features, targets, strata, groups, settings, config: TrainConf
         heldout_probabilities = calibrate(val_logits, calibration)
     weights = {name: value.detach().cpu().numpy() for name, value in network.state_dict().items()}
     return TrainedHead(weights, architecture, calibration, val, heldout_probabilities, None,
-                       {"history": history, "device": device, "steps": schedule.done})
+                       {"history": history, "device": device, "steps": schedule.done}, learned_from=train)
 
 
 class ScratchBackbone(Backbone):
