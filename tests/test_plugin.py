@@ -287,7 +287,8 @@ class TestFeatureCacheUnderBeetsDefaults(CnnGenreHelper):
         self.add_files(heldout_files)
         capsys.readouterr()
         self.run_command("cnngenre", "--eval", "-j", "1")
-        learned = genre_cnn_core.GenreModel.load(os.path.join(self.config.config_dir(), "cnngenre", "model.pt"))
+        stem = os.path.join(self.config.config_dir(), "cnngenre", "model")
+        learned = genre_cnn_core.GenreModel.load(stem + ".safetensors")
         assert 0 < len(learned.trained_on) < len(items)  # the scratch CNN never learns from its validation tracks
         assert f"left out: {len(learned.trained_on)} it was trained on" in capsys.readouterr().out
 
@@ -312,7 +313,7 @@ class TestEvaluateAndPlots(CnnGenreHelper):
         assert os.path.getsize(stem + ".confusion.png") > 1000 and os.path.getsize(stem + ".training.png") > 1000
         assert "plots: " in out
 
-        model = genre_cnn_core.GenreModel.load(stem + ".pt")
+        model = genre_cnn_core.GenreModel.load(stem + ".safetensors")
         validation = len(model.heldout_ids)
         assert validation and len(model.trained_on) == len(train_items) - validation
         self.run_command("cnngenre", "--eval", "-j", "1")  # the validation tracks: its network never learned them
