@@ -132,6 +132,17 @@ class TestWhatAnItemShows(Helper):
         album = self.lib.get_album(album.id)
         assert album.cnn_album_genre == "jazz" and album.cnn_album_genre_score == 0.75
 
+    def test_list_fields_are_queried_as_beets_queries_lists(self, tracks):
+        self.add_album(tracks[:2])
+        self.run_command("cnngenre")
+        item = self.item("Album 1")
+        item.cnn_genres = ["jazz", "soul music"]
+        item.store()
+        for query in ("cnn_genres:=jazz", "cnn_genres:=soul music", "cnn_genres:soul", "cnn_genres::^jazz"):
+            assert [i.id for i in self.lib.items([query])] == [item.id], query
+        assert not list(self.lib.items(["cnn_genres:=soul"])) and not list(self.lib.items(["cnn_genres:=music"]))
+        assert list(self.lib.get_item(item.id).cnn_genres) == ["jazz", "soul music"]
+
     def test_sort_genre_on_albums_and_tracks(self, tracks):
         album = self.add_album(tracks[:2])
         self.run_command("cnngenre")

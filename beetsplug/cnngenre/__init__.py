@@ -2,10 +2,11 @@
 neural network, and trains it on the library's own genre tags.
 
 The work is done by :mod:`genre_cnn_core`; this package maps beets items,
-albums, options and fields onto it: :mod:`.settings` (configuration),
-:mod:`.fields` (what a prediction becomes on items and albums),
-:mod:`.storage` (transactions and tag writes), :mod:`.report` (what a run
-prints), and here the command and the import hook. Nothing heavy is
+albums, options and fields onto it: :mod:`.settings` (configuration and the
+genre taxonomy it names), :mod:`.fields` (what a prediction becomes on items
+and albums, what ``-g`` and ``--remove`` change), :mod:`.storage` (transactions),
+:mod:`.writing` (tag writes), :mod:`.report` (what a run prints),
+:mod:`.library_page` (``--report``), and here the command and the import hook. Nothing heavy is
 imported until the command runs, so every other ``beet`` command stays fast.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.util
 import logging
 import os
 import signal
@@ -41,10 +41,11 @@ from .fields import (
     removal,
     sort_genre,
     spellings,
+    training_genres,
 )
 from .library_page import DEFAULT_FILE, take_file, write_report
 from .report import Report, label
-from .settings import DEFAULTS, Settings, read_settings
+from .settings import DEFAULTS, Settings, genre_taxonomy, read_settings
 from .storage import Batch, all_or_nothing, holds, upgrade_album_fields
 from .writing import add_prediction_tags, mark_written, register_media_fields
 
@@ -85,28 +86,6 @@ class CnnGenrePlugin(BeetsPlugin):
         if message not in self._said:
             self._said.add(message)
             self._log.warning(message, *args)
-
-    def taxonomy(self, settings: Settings):
-        """Aliases, genre tree and whitelist as configured (lastgenre's files for ``yes``)."""
-        from genre_cnn_core import Taxonomy, load_alias_patterns, load_tree, load_whitelist
-
-        def chosen(value, name):
-            return _lastgenre_file(name) if value is True else value
-
-        try:
-            tree_file = chosen(settings.canonical, "genres-tree.yaml") or \
-                (_lastgenre_file("genres-tree.yaml") if settings.parents else None)
-            whitelist_file = chosen(settings.whitelist, "genres.txt")
-            return Taxonomy(
-                aliases=settings.aliases if isinstance(settings.aliases, dict) else {},
-                alias_patterns=load_alias_patterns(_lastgenre_file("aliases.yaml")) if settings.aliases is True
-                else {},
-                tree=load_tree(tree_file) if tree_file else {},
-                learn_parents=bool(settings.canonical),
-                whitelist=load_whitelist(whitelist_file) if whitelist_file else None,
-            )
-        except (OSError, ValueError) as error:
-            raise ui.UserError(f"cnngenre: cannot read the genre taxonomy: {error}") from None
 
     def cache(self, settings: Settings):
         from genre_cnn_core import FeatureCache
@@ -277,21 +256,10 @@ class CnnGenrePlugin(BeetsPlugin):
 
     # ------------------------------------------------------------ training
 
-    def training_genres(self, item, settings: Settings) -> list:
-        """An item's (or album's) genres that may teach or judge the model: not those cnngenre applied itself,
-        unless asked."""
-        from genre_cnn_core import genre_key
-
-        genres = list(own(item, "genres") or [])
-        if settings.train_on_applied:
-            return genres
-        applied = {genre_key(g) for g in own(item, field(item, "applied")) or []}
-        return [g for g in genres if genre_key(g) not in applied]
-
     def tagged_items(self, lib, args, albums: bool, settings: Settings) -> tuple[list, list]:
         """The matching items (of matching albums with ``albums``) that have genres to learn or be scored
         on, and those genres, item by item."""
-        pairs = [(item, self.training_genres(item, settings)) for item in _items(lib, args, albums)]
+        pairs = [(item, training_genres(item, settings.train_on_applied)) for item in _items(lib, args, albums)]
         pairs = [(item, genres) for item, genres in pairs if genres]
         return [item for item, _ in pairs], [genres for _, genres in pairs]
 
@@ -314,7 +282,7 @@ class CnnGenrePlugin(BeetsPlugin):
             genres,
             artists=[item.artist or item.albumartist for item in items],
             backbone=settings.backbone,
-            taxonomy=self.taxonomy(settings),
+            taxonomy=genre_taxonomy(settings),
             min_tracks=settings.min_tracks,
             max_genres=settings.max_genres or None,
             config=train_config,
@@ -376,7 +344,7 @@ class CnnGenrePlugin(BeetsPlugin):
         model = self.model(settings)
         items, genres = self.tagged_items(lib, args, opts.album, settings)
         report, counts = evaluate_files(
-            model, [str(item.filepath) for item in items], genres, taxonomy=self.taxonomy(settings),
+            model, [str(item.filepath) for item in items], genres, taxonomy=genre_taxonomy(settings),
             run=self.run_config(settings), threshold=settings.threshold, top_k=settings.top_k)
         validation = (f" ({counts['validation']} of them its validation tracks, which its calibration was "
                       "fitted on)" if counts["validation"] else "")
@@ -419,7 +387,7 @@ class CnnGenrePlugin(BeetsPlugin):
                 not (is_predicted(item, model_id) or own(item, "cnn_error"))]
         crashed = sum(1 for item in items if not settings.force and own(item, "cnn_error")
                       and not is_predicted(item, model_id))
-        taxonomy = self.taxonomy(settings) if settings.parents or settings.canonical else None
+        taxonomy = genre_taxonomy(settings) if settings.parents or settings.canonical else None
         spelled = spellings(model, taxonomy)
         report = Report(pretend=pretend, quiet=quiet)
         batch = Batch(lib, write and not pretend, self._log, defer=defer_writes)
@@ -531,7 +499,7 @@ class CnnGenrePlugin(BeetsPlugin):
         from genre_cnn_core import Failure, judge_album, judge_files
 
         model = self.model(settings)
-        taxonomy = self.taxonomy(settings)
+        taxonomy = genre_taxonomy(settings)
         albums = list(lib.albums(args)) if opts.album else []
         tracks_of = [list(album.items()) for album in albums]  # queried once: each query makes new objects
         items = [item for tracks in tracks_of for item in tracks] if opts.album else list(lib.items(args))
@@ -540,8 +508,8 @@ class CnnGenrePlugin(BeetsPlugin):
             return
         judged: dict = {}
         failed = 0
-        for result in judge_files(model, [str(item.filepath) for item in items],
-                                  [self.training_genres(item, settings) for item in items], taxonomy=taxonomy,
+        tagged = [training_genres(item, settings.train_on_applied) for item in items]
+        for result in judge_files(model, [str(item.filepath) for item in items], tagged, taxonomy=taxonomy,
                                   run=self.run_config(settings)):
             if isinstance(result, Failure):
                 failed += 1
@@ -555,7 +523,7 @@ class CnnGenrePlugin(BeetsPlugin):
                 track_judgements = [judged.get(i) for i in range(first, first + len(tracks))]
                 first += len(tracks)
                 rows = [j.probabilities for j in track_judgements if j is not None and j.probabilities is not None]
-                judgements.append(judge_album(model, rows, self.training_genres(album, settings), taxonomy))
+                judgements.append(judge_album(model, rows, training_genres(album, settings.train_on_applied), taxonomy))
         ranked = sorted((j.score, n) for n, j in enumerate(judgements) if j is not None and j.score is not None)
         flagged = [(score, n) for score, n in ranked if score >= settings.suspect_threshold]
         for score, n in reversed(flagged):
@@ -705,11 +673,3 @@ def _items(lib, args, albums: bool):
 def _albums_of(lib, items):
     ids = sorted({item.album_id for item in items if item.get("album_id")})
     return [album for album in (lib.get_album(i) for i in ids) if album is not None]
-
-
-def _lastgenre_file(name: str) -> str:
-    """A data file of beets' lastgenre plugin, as installed with beets."""
-    spec = importlib.util.find_spec("beetsplug.lastgenre")
-    if spec is None or not spec.submodule_search_locations:
-        raise ui.UserError("cnngenre: beets' lastgenre plugin files were not found; give a file instead of yes")
-    return os.path.join(list(spec.submodule_search_locations)[0], name)

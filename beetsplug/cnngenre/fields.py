@@ -18,27 +18,49 @@ from beets.library import Item
 SCORES_KEPT, SCORE_FLOOR = 10, 0.01
 
 
-class GenreList(types.DelimitedString):
-    """A list of genres stored like beets' multi-value fields, held as a tuple.
+class Genres(tuple):
+    """The value of a list field (see :class:`GenreList`): a tuple that beets' queries match as they match
+    lists. ``cnn_genres:=jazz`` is true when ``jazz`` is one of the values (beets' exact match compares
+    with ``==``), and substring and regular-expression queries see the values as ``$cnn_genres`` shows
+    them, joined by ``; ``."""
 
-    As a tuple and not a list because beets' diff (``beets/util/diff.py``,
-    ``_field_diff``) calls ``set()`` on both sides of a field whose old value
-    is a list: ``beet modify FIELD!`` on a list-valued flexible field then
-    crashes on ``set(None)``. A tuple takes beets' plain-value path, which
-    shows a deleted field as deleted.
+    __slots__ = ()
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            return other in tuple(self)
+        return tuple.__eq__(self, other)
+
+    def __ne__(self, other):
+        return not self == other
+
+    __hash__ = tuple.__hash__
+
+    def __str__(self) -> str:
+        return "; ".join(self)
+
+
+class GenreList(types.DelimitedString):
+    """A list of genres stored like beets' multi-value fields, held as :class:`Genres`.
+
+    Not as a list because beets' diff (``beets/util/diff.py``, ``_field_diff``)
+    calls ``set()`` on both sides of a field whose old value is a list:
+    ``beet modify FIELD!`` on a list-valued flexible field then crashes on
+    ``set(None)``. A tuple takes beets' plain-value path, which shows a
+    deleted field as deleted.
     """
 
-    model_type = tuple
+    model_type = Genres
 
-    def parse(self, string: str) -> tuple:
-        return tuple(super().parse(string))
+    def parse(self, string: str) -> Genres:
+        return Genres(super().parse(string))
 
-    def normalize(self, value) -> tuple:
-        return tuple(super().normalize(value))
+    def normalize(self, value) -> Genres:
+        return Genres(super().normalize(value))
 
     @property
-    def null(self) -> tuple:
-        return ()
+    def null(self) -> Genres:
+        return Genres()
 
 
 GENRE_LIST = GenreList(types.MULTI_VALUE_DELIMITER)
@@ -84,6 +106,18 @@ def is_predicted(obj, model_id: str) -> bool:
     """Whether ``obj`` holds a whole prediction of this model (a field deleted by hand: it does not)."""
     values = [own(obj, field(obj, part)) for part in PREDICTION]
     return values[-1] == model_id and all(value not in (None, "", ()) for value in values)
+
+
+def training_genres(obj, train_on_applied: bool = False) -> list:
+    """An item's (or album's) genres that may teach or judge a model: not those cnngenre applied itself
+    (``cnn_applied``), unless ``train_on_applied``."""
+    from genre_cnn_core import genre_key
+
+    genres = list(own(obj, "genres") or [])
+    if train_on_applied:
+        return genres
+    applied = {genre_key(g) for g in own(obj, field(obj, "applied")) or []}
+    return [g for g in genres if genre_key(g) not in applied]
 
 
 def item_fields(prediction, model_id: str, settings, taxonomy=None) -> dict:

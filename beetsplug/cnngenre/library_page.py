@@ -9,7 +9,8 @@ import time
 
 from beets import ui
 
-from .fields import parse_scores
+from .fields import parse_scores, training_genres
+from .settings import genre_taxonomy
 
 #: Where the page goes when no FILE is given: the current folder.
 DEFAULT_FILE = "cnngenre-report.html"
@@ -80,13 +81,13 @@ def write_report(plugin, lib, items: list, settings, destination: str, title: st
 
     started = time.perf_counter()
     model = plugin.model(settings)
-    taxonomy = plugin.taxonomy(settings)
+    taxonomy = genre_taxonomy(settings)
 
     @functools.lru_cache(maxsize=None)
     def known(tag: str) -> tuple:
         return tuple(model.genres[c] for c in known_genres(model, [tag], taxonomy))
 
-    tracks = [track_record(item, known, plugin.training_genres(item, settings)) for item in items]
+    tracks = [track_record(item, known, training_genres(item, settings.train_on_applied)) for item in items]
     vectors = cached_vectors([str(item.filepath) for item in items], model.extractor(), plugin.cache(settings))
     page, figures = build_page(tracks, vectors, describe_model(model), title=title, threshold=settings.threshold,
                                suspect_threshold=settings.suspect_threshold)

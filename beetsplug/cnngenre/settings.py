@@ -1,9 +1,11 @@
-"""The plugin's configuration: its keys and defaults, and each value checked once, when a command starts."""
+"""The plugin's configuration: its keys and defaults, each value checked once when a command starts, and the
+genre taxonomy (aliases, tree, whitelist) it configures."""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import os
 import re
 
@@ -214,3 +216,34 @@ def _checked(c) -> Settings:
         aliases=aliases,
         suspect_threshold=_number(c["suspect_threshold"], 0.0, 1.0),
     )
+
+
+def genre_taxonomy(settings: Settings):
+    """Aliases, genre tree and whitelist as configured (lastgenre's files for ``yes``)."""
+    from genre_cnn_core import Taxonomy, load_alias_patterns, load_tree, load_whitelist
+
+    def chosen(value, name):
+        return _lastgenre_file(name) if value is True else value
+
+    try:
+        tree_file = (chosen(settings.canonical, "genres-tree.yaml")
+                     or (_lastgenre_file("genres-tree.yaml") if settings.parents else None))
+        whitelist_file = chosen(settings.whitelist, "genres.txt")
+        return Taxonomy(
+            aliases=settings.aliases if isinstance(settings.aliases, dict) else {},
+            alias_patterns=load_alias_patterns(_lastgenre_file("aliases.yaml")) if settings.aliases is True
+            else {},
+            tree=load_tree(tree_file) if tree_file else {},
+            learn_parents=bool(settings.canonical),
+            whitelist=load_whitelist(whitelist_file) if whitelist_file else None,
+        )
+    except (OSError, ValueError) as error:
+        raise ui.UserError(f"cnngenre: cannot read the genre taxonomy: {error}") from None
+
+
+def _lastgenre_file(name: str) -> str:
+    """A data file of beets' lastgenre plugin, as installed with beets."""
+    spec = importlib.util.find_spec("beetsplug.lastgenre")
+    if spec is None or not spec.submodule_search_locations:
+        raise ui.UserError("cnngenre: beets' lastgenre plugin files were not found; give a file instead of yes")
+    return os.path.join(list(spec.submodule_search_locations)[0], name)
