@@ -22,7 +22,9 @@ genre).
    ``beet cnngenre -t`` trained on the other half, then ``beet move`` with
    the README's path format (``$cnn_sort_genre``), and again with round 1's
    (``$cnn_genre``): the share of albums whose tracks land in more than one
-   top folder.
+   top folder. Since album predictions have names of their own
+   (``cnn_album_genre``), ``$cnn_genre`` is always a track's own prediction, so
+   round 1's format gives the same folders with and without them.
 
 Writes the ``## Albums and genre lists`` section of ``bench/RESULTS.md``
 (``--quick``: ``bench/out/albums-quick.md``) and prints it.
@@ -250,7 +252,8 @@ def drop_album_predictions(library: datasets.BeetsLibrary) -> None:
     """Remove the albums' own prediction fields, as round 1 had none (items keep theirs)."""
     lib = library.open()
     for album in lib.albums():
-        for field in ("cnn_genre", "cnn_genre_score", "cnn_genres", "cnn_scores", "cnn_model"):
+        for field in ("cnn_album_genre", "cnn_album_genre_score", "cnn_album_genres", "cnn_album_scores",
+                      "cnn_album_model"):
             if field in album:
                 del album[field]
         album.store(inherit=False)
@@ -305,9 +308,10 @@ def through_the_product(tracks: list, lists: list, folder: Path, log) -> Folders
             for album in regular:
                 items = list(album.items())
                 genre = truth[items[0].id]
-                found.album_right += genre_key(album.get("cnn_genre") or "") == genre
+                found.album_right += genre_key(album.get("cnn_album_genre") or "") == genre
                 found.tracks += len(items)
-                found.tracks_right += sum(genre_key(item.get("cnn_genre") or "") == genre for item in items)
+                found.tracks_right += sum(genre_key(item.get("cnn_genre", with_album=False) or "") == genre
+                                          for item in items)
         lib._close()
     return found
 

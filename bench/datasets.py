@@ -445,7 +445,7 @@ class BeetsLibrary:
 README_PATHS = {
     "default": "%if{$cnn_sort_genre,$cnn_sort_genre,Unsorted}/$albumartist/$album%aunique{}/$track $title",
     "singleton": "%if{$cnn_sort_genre,$cnn_sort_genre,Unsorted}/Non-Album/$artist/$title",
-    "comp": "%if{$cnn_sort_genre,$cnn_sort_genre,Unsorted}/Compilations/$album%aunique{}/$track $title",
+    "comp": "%if{$cnn_genre,$cnn_genre,Unsorted}/Compilations/$album%aunique{}/$track $title",
 }
 
 
