@@ -401,17 +401,16 @@ def render(tracks: list, lists: list, held: Heldout, folders: Folders | None) ->
             "--model model-X.pt bench_half:Y` predicts it, so every item and album is predicted by a model that "
             "never heard its artist. Then `beet move` with the README's path format "
             f"(`{datasets.README_PATHS['default']}`, singletons and compilations by their own genre), and again "
-            f"with round 1's (`{ROUND1_PATHS['default']}`): first with this round's album fields, which beets "
-            "prefers to the items' own in path formats (`FormattedItemMapping`: album-level fields take "
-            "precedence for paths), then without them, as round 1 left albums. An album is split when its "
-            "tracks land in more than one top folder.",
+            f"with round 1's (`{ROUND1_PATHS['default']}`): first with the albums' own fields (`cnn_album_*`, "
+            "which `$cnn_genre` never reads: a track shows only its own prediction), then without them, as "
+            "round 1 left albums. An album is split when its tracks land in more than one top folder.",
             "",
             results.table(["path format", f"albums split (of {folders.albums})", "share",
                            f"compilations split (of {folders.compilations})"],
                           [[name, folders.split[name], f"{folders.split[name] / folders.albums:.1%}",
                             folders.compilations_split[name]] for name in folders.split]),
             "",
-            f"Album `cnn_genre` = the album's genre for {folders.album_right} of {folders.albums} albums "
+            f"An album's `cnn_album_genre` is its genre for {folders.album_right} of {folders.albums} albums "
             f"({folders.album_right / folders.albums:.1%}); the tracks' own `cnn_genre` for {folders.tracks_right} "
             f"of their {folders.tracks} tracks ({folders.tracks_right / folders.tracks:.1%}). Items left in "
             f"`Unsorted` (no prediction): {folders.unsorted}. Target for non-compilation albums: 0 split.",
