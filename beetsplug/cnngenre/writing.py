@@ -66,6 +66,7 @@ def write_item(item) -> str:
     """
     from genre_cnn_core import write_tags
 
+    register_media_fields()  # mediafile drops tags it does not know, silently
     id3v23 = config["id3v23"].get(bool)
     prediction = prediction_tags(item)
     # What Item.write writes, found out beforehand: whether it fits in place depends on it.
