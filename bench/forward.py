@@ -318,7 +318,7 @@ def main(argv=None) -> None:
             + results.table(["lever", "per patch", "vs round 1", "top-1 same", "tag diff"], rows)
             + "\n\nThe shipped network (numpy, dead filters pruned), 1 against 2 BLAS threads:\n\n"
             + results.table(["machine", "1 thread", "2 threads", "2 ÷ 1"], thread_rows)
-            + "\n\nThe product runs one BLAS thread per worker (`runtime.compute_threads`), one worker per "
+            + "\n\nThe product runs one BLAS thread per worker (`devices.compute_threads`), one worker per "
             "core.\n")
     results.write_section("## Forward pass", body)
     print(f"wrote the ## Forward pass section of {results.RESULTS}")

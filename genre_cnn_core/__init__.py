@@ -34,8 +34,8 @@ _EXPORTS = {
     "TrainingError": "pipeline", "audio_ids": "extract", "evaluate_files": "pipeline",
     "judge_files": "pipeline", "predict_files": "pipeline", "train_on_files": "pipeline",
     "matplotlib_available": "plots", "save_confusion_matrix": "plots", "save_training_curve": "plots",
-    "BACKENDS": "runtime", "RunConfig": "runtime", "available_cores": "runtime", "dask_client": "runtime",
-    "is_device_name": "runtime", "resolve_device": "runtime", "worker_count": "runtime",
+    "available_cores": "devices", "is_device_name": "devices", "resolve_device": "devices",
+    "BACKENDS": "runtime", "RunConfig": "runtime", "dask_client": "runtime", "worker_count": "runtime",
     "TagWriteRefused": "tagwrite", "remove_leftover_copies": "tagwrite", "write_tags": "tagwrite",
 }
 

@@ -15,17 +15,18 @@ import dataclasses
 import datetime
 import os
 import time
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from . import THRESHOLD, TOP_K
 from .backbones import TrainConfig, get_backbone
+from .devices import TorchMissing, compute_threads, import_torch
 from .extract import WORKER_DIED, audio_ids, extract_features
 from .genres import LabelChoice, Taxonomy, choose_labels, genre_key
 from .metrics import genre_report, select_genres
 from .model import GenreModel
-from .runtime import RunConfig, TorchMissing, compute_threads, import_torch, worker_count
+from .runtime import RunConfig, worker_count
 
 #: The model shipped in the package, used until the user trains one.
 DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "data", "default_model.safetensors")
@@ -376,6 +377,7 @@ def predict_files(
     run: RunConfig | None = None,
     batch_tracks: int = 64,
     identities: Sequence | None = None,
+    on_wait: Callable[[], None] | None = None,
 ) -> Iterator[Prediction | Failure]:
     """Predict the genres of audio files.
 
@@ -393,6 +395,10 @@ def predict_files(
     identities : sequence, optional
         The files' audio ids (:func:`audio_ids`) when the caller has them; by
         default they are read as the cache needs them.
+    on_wait : callable, optional
+        Called with no arguments each time every prediction so far has been
+        yielded and the run waits for its workers (a slow file, say): the
+        moment to store them, so that none waits behind that file.
 
     Yields
     ------
@@ -406,6 +412,8 @@ def predict_files(
     pending: list = []
 
     def flush():
+        if not pending:
+            return
         probabilities = model.predict_proba([f for _, f in pending], run.device)
         for (index, features), row in zip(pending, probabilities):
             if not np.isfinite(row).all():
@@ -422,13 +430,18 @@ def predict_files(
     # hold the cores slowed it by an order of magnitude, and the workers do the heavy part.
     parallel = worker_count(run.n_jobs, len(paths)) > 1
     with compute_threads(1) if parallel and run.device == "cpu" else contextlib.nullcontext():
-        for index, features, error in extract_features(paths, model.extractor(run.device), run,
-                                                       description="cnngenre", identities=identities):
+        for row in extract_features(paths, model.extractor(run.device), run, description="cnngenre",
+                                    identities=identities, waits=True):
+            if row is None:  # the workers are busy: hand over what is here, then let the caller store it
+                yield from flush()
+                if on_wait is not None:
+                    on_wait()
+                continue
+            index, features, error = row
             if error:
                 yield Failure(index, error)
                 continue
             pending.append((index, features))
             if len(pending) >= batch_tracks:
                 yield from flush()
-        if pending:
-            yield from flush()
+        yield from flush()

@@ -1,33 +1,37 @@
 """Where work runs: this process, threads, worker processes or a Dask cluster.
 
-:func:`map_batches` is the one entry point. It hands batches of items to an
-executor of :data:`BACKENDS` and yields each batch's result as it
-completes, so the caller can store results while the run goes on.
+:class:`RunConfig` says how a run's work runs (cache, workers, device,
+backend, time bound), once. :func:`map_batches` is the one entry point of
+the executors: it hands batches of items to an executor of :data:`BACKENDS`
+and yields each batch's result as it completes, so the caller can store
+results while the run goes on.
 
-The ``loky`` executor runs batches in worker processes and survives their
-death: a worker killed by the out-of-memory killer, or by a decoder that
-crashes in C, costs the one item that killed it, never the run. Its workers
-also end soon after their parent does, however the parent dies.
+The ``loky`` executor runs batches in loky's reusable worker processes
+(``get_reusable_executor``: kept warm between calls, started with this
+module's thread limits and parent watch). What it adds, because neither
+loky nor joblib does it: crash isolation, so that a worker killed by the
+out-of-memory killer, or by a decoder that crashes in C, costs the one item
+that killed it, never the run; a bound on the seconds one item may cost;
+and workers that end soon after their parent does, however the parent dies.
 """
 
 from __future__ import annotations
 
-import atexit
 import collections
 import contextlib
 import dataclasses
 import functools
 import os
-import re
 import signal
-import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from typing import Callable, Iterable, Iterator, Sequence
 
+from .devices import available_cores, compute_threads, resolve_device
+
 #: Seconds an idle worker process waits for work before it exits (joblib's
-#: default); a pool is kept between calls so that each call does not pay
+#: default); the pool is kept between calls so that each call does not pay
 #: for starting workers and loading networks again.
 IDLE_WORKER_SECONDS = 300
 
@@ -39,128 +43,12 @@ PARENT_POLL_SECONDS = 0.5
 THREAD_LIMIT_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
                           "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
+#: The most seconds one file may cost by default (:attr:`RunConfig.file_seconds`).
+FILE_SECONDS = 120.0
 
-# ------------------------------------------------------------ devices
-
-
-def resolve_device(name: str = "auto") -> str:
-    """Where the networks run: ``"cpu"``, or ``"cuda"``/``"cuda:N"``.
-
-    ``"auto"`` is CUDA when PyTorch is installed and sees a GPU. It imports
-    torch only on a machine with an NVIDIA driver, so that prediction on a
-    CPU-only machine never pays for importing torch.
-
-    Raises
-    ------
-    ValueError
-        An unknown device name.
-    RuntimeError
-        CUDA asked for, and PyTorch sees no such GPU or is not installed
-        (:class:`TorchMissing`).
-    """
-    if not is_device_name(name):
-        raise ValueError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
-    if name == "cpu":
-        return "cpu"
-    if name == "auto":
-        if not _nvidia_driver():
-            return "cpu"
-        try:
-            import torch
-        except ImportError:  # the plain install: the CPU
-            return "cpu"
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    match = re.fullmatch(_CUDA, name)
-    torch = import_torch(f"--device {name}")
-
-    if not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
-    if match.group(1) and int(match.group(1)) >= torch.cuda.device_count():
-        raise RuntimeError(f"device {name!r} asked for, but PyTorch sees {torch.cuda.device_count()} GPU(s)")
-    return name
-
-
-_CUDA = r"cuda(?::(\d+))?"
-
-#: What installs PyTorch with cnngenre (setup.py's extra).
-TORCH_EXTRA = "beets-cnngenre[torch]"
-
-
-class TorchMissing(RuntimeError):
-    """Something asked for needs PyTorch, which is not installed (one line naming the extra)."""
-
-
-def import_torch(purpose: str):
-    """The torch module, or :class:`TorchMissing` saying that ``purpose`` needs the ``[torch]`` extra.
-
-    PyTorch is an extra: the plain install predicts with both backbones on the
-    CPU and trains musicnn's head in numpy; training the scratch CNN and
-    running on a GPU need torch.
-    """
-    try:
-        import torch
-    except ImportError:
-        raise TorchMissing(f"{purpose} needs PyTorch, which is not installed: pip install '{TORCH_EXTRA}' "
-                           "(on a GPU, install PyTorch's CUDA build first)") from None
-    return torch
-
-
-def is_device_name(name) -> bool:
-    """Whether ``name`` is one :func:`resolve_device` takes: auto, cpu, cuda or cuda:N."""
-    return isinstance(name, str) and (name in ("auto", "cpu") or re.fullmatch(_CUDA, name) is not None)
-
-
-def _nvidia_driver() -> bool:
-    if sys.platform.startswith("linux"):
-        return os.path.exists("/proc/driver/nvidia/version")
-    import shutil
-
-    return shutil.which("nvidia-smi") is not None
-
-
-# ------------------------------------------------------------ threads and cores
-
-
-def set_torch_threads(threads: int) -> int | None:
-    """Set torch's thread count if this process uses torch; the previous count, else None.
-
-    Log-mel workers never import torch (it costs seconds per process).
-    """
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return None
-    before = torch.get_num_threads()
-    if before != threads:
-        torch.set_num_threads(threads)
-    return before
-
-
-@contextlib.contextmanager
-def compute_threads(threads: int):
-    """Run a block with ``threads`` threads for torch and for the native thread pools (BLAS, OpenMP),
-    then restore the caller's counts.
-
-    On a machine whose cores are busy (with worker processes, or anything
-    else), a second thread of a pool spin-waits for the first and slows the
-    block by an order of magnitude or more (bench/RESULTS.md); one thread
-    costs little on an idle machine.
-    """
-    from threadpoolctl import threadpool_limits
-
-    before = set_torch_threads(threads)
-    try:
-        with threadpool_limits(limits=threads):
-            yield
-    finally:
-        if before is not None:
-            set_torch_threads(before)
-
-
-def available_cores() -> int:
-    """Cores this process may use: affinity, container limits and ``LOKY_MAX_CPU_COUNT`` included."""
-    from joblib.externals.loky import cpu_count
-
-    return cpu_count()
+#: A worker still busy this many seconds past its batch's bound (stuck in C code that no signal
+#: reaches) is ended; its batch is then isolated as a crash.
+HARD_BOUND_GRACE_SECONDS = 30.0
 
 
 def worker_count(n_jobs: int | None, n_tasks: int, cores: int | None = None) -> int:
@@ -175,7 +63,7 @@ def worker_count(n_jobs: int | None, n_tasks: int, cores: int | None = None) -> 
     n_tasks : int
         Tasks to run; no more workers than tasks are started.
     cores : int, optional
-        Cores available; by default :func:`available_cores`.
+        Cores available; by default :func:`~genre_cnn_core.devices.available_cores`.
 
     Returns
     -------
@@ -238,11 +126,17 @@ class RunConfig:
     backend : str
         Where extraction runs, one of :data:`BACKENDS` (:func:`map_batches`);
         ``"dask"`` uses the active ``distributed.Client`` (:func:`dask_client`).
+    file_seconds : float or None
+        The most wall-clock seconds one file may cost in a worker (decoding
+        and features); a file over it fails with that reason and the run
+        goes on. None: no bound. Enforced where a signal can reach the
+        work: worker processes and this process's main thread, not the
+        ``threading`` and ``dask`` backends.
 
     Raises
     ------
     ValueError
-        An unknown device or backend, or a negative ``n_jobs``.
+        An unknown device or backend, a negative ``n_jobs`` or ``file_seconds``.
     RuntimeError
         A CUDA device asked for that PyTorch does not see.
     """
@@ -252,6 +146,7 @@ class RunConfig:
     device: str = "auto"
     progress: bool = False
     backend: str = "loky"
+    file_seconds: float | None = FILE_SECONDS
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -259,40 +154,83 @@ class RunConfig:
         if self.n_jobs is not None and self.n_jobs < 0:
             raise ValueError(f"n_jobs must be 0 (one worker per core) or a positive number of workers, "
                              f"not {self.n_jobs}")
+        if self.file_seconds is not None and not self.file_seconds > 0:
+            raise ValueError(f"file_seconds must be a positive number of seconds or None, not {self.file_seconds}")
         object.__setattr__(self, "device", resolve_device(self.device))
 
 
 # ------------------------------------------------------------ executors
 
 
-class WorkerDied(Exception):
-    """The worker process running a batch died (a signal, or an exit without a result).
+class ItemFailed(BaseException):
+    """Why the single item of a yielded batch has no result (see :func:`map_batches`).
 
-    Attributes
-    ----------
-    cause : str
-        ``"killed by signal 9 (SIGKILL)"``, ``"exited with code 3"`` or
-        ``"cause unknown"``.
+    A BaseException, as KeyboardInterrupt is: :class:`TimeLimitExceeded` interrupts the work from
+    outside, and the work's own ``except Exception`` must not catch it and carry on.
     """
 
-    def __init__(self, cause: str):
-        super().__init__(f"the worker process died, {cause}")
-        self.cause = cause
+
+class WorkerDied(ItemFailed):
+    """The worker process running the item died (a signal, or an exit without a result)."""
+
+    def __init__(self):
+        super().__init__("the worker process died")
+
+
+class TimeLimitExceeded(ItemFailed):
+    """The work on a batch ran past its bound: ``seconds`` for each of its items.
+
+    Raised inside the work by :func:`time_limit`; it is picklable, so it
+    reaches the parent from a worker process like any exception.
+    """
+
+    def __init__(self, seconds: float):
+        super().__init__(seconds)
+        self.seconds = seconds
+
+    def __str__(self):
+        return f"took longer than {self.seconds:g} s"
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Raise :class:`TimeLimitExceeded` in the block once it has run ``seconds`` of wall-clock time.
+
+    A timer signal (SIGALRM) interrupts Python code and blocking system
+    calls; it exists only in a process's main thread on POSIX, so elsewhere
+    (threads, Windows) and with ``seconds`` None the block runs unbounded.
+    """
+    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum, frame):
+        raise TimeLimitExceeded(seconds)
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class Executor:
     """Runs a function on batches and yields ``(batch, result, error)`` as batches complete.
 
-    ``error`` is None, or a :class:`WorkerDied` when the process running the
-    batch died; exceptions raised by the function propagate to the caller.
+    ``error`` is None, or an :class:`ItemFailed` for a single-item batch;
+    other exceptions raised by the function propagate to the caller. With
+    ``waits``, None is yielded each time the executor is about to wait for
+    work in progress with nothing to hand over.
     """
 
     NAME = ""
 
-    def __init__(self, workers: int):
-        self.workers = workers
+    def __init__(self, workers: int, item_seconds: float | None = None, waits: bool = False):
+        self.workers, self.item_seconds, self.waits = workers, item_seconds, waits
 
-    def map(self, function: Callable, batches: Sequence[list]) -> Iterator[tuple[list, object, WorkerDied | None]]:
+    def map(self, function: Callable, batches: Sequence[list]) -> Iterator:
         raise NotImplementedError
 
 
@@ -307,13 +245,26 @@ class InProcessExecutor(Executor):
     NAME = "inprocess"
 
     def map(self, function, batches):
+        todo = collections.deque(batches)
         with compute_threads(1):
-            for batch in batches:
-                yield batch, function(batch), None
+            while todo:
+                batch = todo.popleft()
+                if self.waits:
+                    yield None
+                try:
+                    with time_limit(self.item_seconds and self.item_seconds * len(batch)):
+                        result = function(batch)
+                except TimeLimitExceeded as error:
+                    if len(batch) == 1:
+                        yield batch, None, error
+                    else:
+                        todo.extendleft([item] for item in reversed(batch))
+                    continue
+                yield batch, result, None
 
 
 class ThreadingExecutor(Executor):
-    """Threads of this process: no start-up cost, but they share its interpreter lock."""
+    """Threads of this process: no start-up cost, but they share its interpreter lock (and no time bound)."""
 
     NAME = "threading"
 
@@ -328,6 +279,8 @@ class ThreadingExecutor(Executor):
                     while todo and len(running) < 2 * self.workers:
                         future = pool.submit(function, todo[0])
                         running[future] = todo.popleft()
+                    if self.waits and not wait(running, timeout=0).done:
+                        yield None
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in done:
                         batch = running.pop(future)
@@ -338,14 +291,16 @@ class ThreadingExecutor(Executor):
 
 
 class LokyExecutor(Executor):
-    """Worker processes (loky) that split the cores, with crash isolation.
+    """Worker processes (loky's reusable executor) that split the cores, with crash isolation.
 
     When a worker dies, the batches that were in flight are suspects: each
     is rerun alone, and one that kills its worker again is split in halves
     until the single item that does it is found; that item is reported
     with a :class:`WorkerDied`, and every other item gets its result. The
     other batches run on a fresh pool as before, so a run without crashes
-    does no serial work.
+    does no serial work. A batch over its time bound is rerun item by item,
+    each with its own bound; an item over it is reported with a
+    :class:`TimeLimitExceeded`.
     """
 
     NAME = "loky"
@@ -354,12 +309,12 @@ class LokyExecutor(Executor):
         from joblib.externals.loky.process_executor import BrokenProcessPool, TerminatedWorkerError
 
         threads = max(1, available_cores() // self.workers)
-        task = functools.partial(_with_threads, function, threads)
+        task = functools.partial(_in_worker, function, threads, self.item_seconds)
         # Up to two batches per worker in flight keeps workers busy between
         # results, and bounds the suspects when one dies.
         window = 2 * self.workers
         todo, suspects, running = collections.deque(batches), collections.deque(), {}
-        pool = _take_pool(self.workers, threads)
+        pool = _pool(self.workers, threads)
         completed = False
         try:
             while todo or suspects or running:
@@ -375,6 +330,8 @@ class LokyExecutor(Executor):
                             running[future] = todo.popleft()
                 except BrokenProcessPool:  # it broke while idle: the batch is still queued
                     broken = True
+                if self.waits and not broken and not wait(running, timeout=0).done:
+                    yield None
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 if broken or any(isinstance(f.exception(), TerminatedWorkerError) for f in done):
                     broken = True
@@ -385,23 +342,25 @@ class LokyExecutor(Executor):
                     error = future.exception()
                     if error is None:
                         yield batch, future.result(), None
+                    elif isinstance(error, TimeLimitExceeded):
+                        if len(batch) == 1:
+                            yield batch, None, error
+                        else:
+                            todo.extendleft([item] for item in reversed(batch))
                     elif not isinstance(error, TerminatedWorkerError):
                         raise error
                     elif future is not alone:
                         suspects.append(batch)
                     elif len(batch) == 1:
-                        yield batch, None, WorkerDied(_death_cause(error))
+                        yield batch, None, WorkerDied()
                     else:
                         half = len(batch) // 2
                         suspects.extendleft([batch[half:], batch[:half]])
-                if broken:
-                    pool.shutdown(wait=False, kill_workers=True)
-                    pool = _new_pool(self.workers, threads)
+                if broken:  # loky's reusable executor replaces a broken pool
+                    pool = _pool(self.workers, threads)
             completed = True
         finally:
-            if completed:
-                _keep_pool(pool, self.workers, threads)
-            else:  # the caller stopped early (exception, Ctrl-C, close): stop the work now
+            if not completed:  # the caller stopped early (exception, Ctrl-C, close): stop the work now
                 pool.shutdown(wait=False, kill_workers=True)
 
 
@@ -409,7 +368,7 @@ class DaskExecutor(Executor):
     """The Dask cluster of the active ``distributed.Client``, through joblib's ``dask`` backend.
 
     Dask workers bring their own processes and threads: ``workers`` is not
-    used, and a worker's death is handled by Dask itself.
+    used, a worker's death is handled by Dask itself, and no time bound applies.
     """
 
     NAME = "dask"
@@ -431,7 +390,7 @@ BACKENDS = {b.NAME: b for b in (InProcessExecutor, ThreadingExecutor, LokyExecut
 
 
 def map_batches(function: Callable[[list], object], batches: Iterable[list], n_jobs: int | None = 1,
-                backend: str = "loky") -> Iterator[tuple[list, object, WorkerDied | None]]:
+                backend: str = "loky", item_seconds: float | None = None, waits: bool = False) -> Iterator:
     """Run ``function`` on each batch, in parallel, yielding results as they complete.
 
     Parameters
@@ -439,21 +398,29 @@ def map_batches(function: Callable[[list], object], batches: Iterable[list], n_j
     function : callable
         Takes one batch (a list) and returns its result. It must also accept
         any part of a batch: the ``loky`` backend reruns parts of a batch
-        whose worker died. With ``loky`` and ``dask`` it must be picklable
-        (cloudpickle).
+        whose worker died or that ran over its time bound. With ``loky`` and
+        ``dask`` it must be picklable (cloudpickle).
     batches : iterable of list
     n_jobs : int or None
         Workers (see :func:`worker_count`); with one, ``loky`` and
         ``threading`` run in this process.
     backend : {"loky", "threading", "dask", "inprocess"}
+    item_seconds : float, optional
+        The most wall-clock seconds one item may cost (a batch gets that
+        many per item; see :func:`time_limit` for where it holds).
+    waits : bool
+        Also yield None each time the work in progress is about to be
+        waited for with no result at hand: the moment for the caller to
+        store what it has.
 
     Yields
     ------
     tuple
         ``(batch, result, error)`` in completion order: ``error`` is None,
-        or a :class:`WorkerDied` (then ``result`` is None and ``batch`` is
-        the single item that killed its worker). Every item of every batch
-        is in exactly one yielded batch.
+        or an :class:`ItemFailed` (a :class:`WorkerDied` or a
+        :class:`TimeLimitExceeded`; then ``result`` is None and ``batch`` is
+        the single item it names). Every item of every batch is in exactly
+        one yielded batch.
 
     Raises
     ------
@@ -468,7 +435,7 @@ def map_batches(function: Callable[[list], object], batches: Iterable[list], n_j
     workers = worker_count(n_jobs, len(batches))
     if workers == 1 and backend in ("loky", "threading"):
         backend = InProcessExecutor.NAME
-    return BACKENDS[backend](workers).map(function, batches)
+    return BACKENDS[backend](workers, item_seconds, waits).map(function, batches)
 
 
 # ------------------------------------------------------------ helpers
@@ -480,23 +447,27 @@ def _with_threads(function, threads, batch):
         return function(batch)
 
 
+def _in_worker(function, threads, item_seconds, batch):
+    """Loky worker side: :func:`_with_threads` within the batch's time bound.
+
+    Work stuck in C code that the timer signal cannot interrupt is ended
+    with its process, :data:`HARD_BOUND_GRACE_SECONDS` after the bound.
+    """
+    if not item_seconds:
+        return _with_threads(function, threads, batch)
+    bound = item_seconds * len(batch)
+    stuck = threading.Timer(bound + HARD_BOUND_GRACE_SECONDS, os._exit, (70,))
+    stuck.daemon = True
+    stuck.start()
+    try:
+        with time_limit(bound):
+            return _with_threads(function, threads, batch)
+    finally:
+        stuck.cancel()
+
+
 def _numbered(function, number, batch):
     return number, function(batch)
-
-
-def _death_cause(error) -> str:
-    """What killed a worker, from the exit codes loky lists in its error."""
-    listed = str(error).partition("exit codes of the workers are")[2]
-    codes = [int(code) for code in re.findall(r"\((-?\d+)\)", listed)]
-    if not codes:
-        return "cause unknown"
-    code = min(codes)  # a signal (negative) says more than an exit status
-    if code >= 0:
-        return f"exited with code {code}"
-    try:
-        return f"killed by signal {-code} ({signal.Signals(-code).name})"
-    except ValueError:
-        return f"killed by signal {-code}"
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -504,7 +475,8 @@ def _exit_with_parent(parent: int) -> None:
 
     A dead parent's workers are adopted by another process, so a changed
     parent id is the sign; it covers every way to die, SIGKILL included,
-    where a parent's own clean-up would not run.
+    where a parent's own clean-up would not run. (loky's workers wait for
+    their idle timeout instead.)
     """
     def watch():
         while os.getppid() == parent:
@@ -514,44 +486,10 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="cnngenre-parent-watch", daemon=True).start()
 
 
-# One idle pool at most, kept warm between calls; a pool in use belongs to one call.
-_idle_pool: list = []
-_idle_pool_lock = threading.Lock()
-
-
-def _new_pool(workers: int, threads: int):
-    from joblib.externals.loky import ProcessPoolExecutor
+def _pool(workers: int, threads: int):
+    """loky's reusable executor with these workers: the running one when it fits, else a new one."""
+    from joblib.externals.loky import get_reusable_executor
 
     env = {name: os.environ.get(name, str(threads)) for name in THREAD_LIMIT_VARIABLES}
-    return ProcessPoolExecutor(max_workers=workers, timeout=IDLE_WORKER_SECONDS, env=env,
-                               initializer=_exit_with_parent, initargs=(os.getpid(),))
-
-
-def _take_pool(workers: int, threads: int):
-    """The idle pool if it fits, else a new one; the pool is the caller's until it gives it back."""
-    with _idle_pool_lock:
-        idle = _idle_pool.pop() if _idle_pool else None
-    if idle is not None:
-        key, pool = idle
-        if key == (os.getpid(), workers, threads):
-            return pool
-        if key[0] == os.getpid():  # a forked child must not stop its parent's workers
-            pool.shutdown(wait=False, kill_workers=True)
-    return _new_pool(workers, threads)
-
-
-def _keep_pool(pool, workers: int, threads: int) -> None:
-    with _idle_pool_lock:
-        if not _idle_pool:
-            _idle_pool.append(((os.getpid(), workers, threads), pool))
-            return
-    pool.shutdown(wait=False)
-
-
-@atexit.register
-def _stop_idle_pool() -> None:
-    """Stop the kept pool's workers while the interpreter can still do it cleanly."""
-    with _idle_pool_lock:
-        idle = _idle_pool.pop() if _idle_pool else None
-    if idle is not None and idle[0][0] == os.getpid():
-        idle[1].shutdown(wait=False, kill_workers=True)
+    return get_reusable_executor(max_workers=workers, timeout=IDLE_WORKER_SECONDS, env=env,
+                                 initializer=_exit_with_parent, initargs=(os.getpid(),))

@@ -64,7 +64,7 @@ class TestDyingWorkers(FaultHelper):
         self.run_command("cnngenre", "-j", "2", "--no-cache")
         out = capsys.readouterr().out
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-        assert any("poison.flac" in w and "worker process died" in w and "SIGKILL" in w for w in warnings)
+        assert any("poison.flac" in w and "worker process died" in w for w in warnings)
         assert "predicted 7," in out and "failed 1" in out
         stored = {item.id: self.lib.get_item(item.id) for item in items}
         poison = stored[items[3].id]

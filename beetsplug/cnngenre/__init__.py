@@ -113,7 +113,8 @@ class CnnGenrePlugin(BeetsPlugin):
                 raise ui.UserError(f"cannot use the dask backend: {error}") from None
         try:
             run = RunConfig(cache=self.cache(settings), n_jobs=min(settings.jobs, cores), device=settings.device,
-                            progress=sys.stderr.isatty(), backend=settings.backend)
+                            progress=sys.stderr.isatty(), backend=settings.backend,
+                            file_seconds=settings.file_seconds or None)
         except (RuntimeError, ValueError) as error:
             raise ui.UserError(f"cnngenre: {error}") from None
         self._run = (settings, run)
@@ -415,7 +416,7 @@ class CnnGenrePlugin(BeetsPlugin):
                 results = predict_files(
                     model, [str(item.filepath) for item in todo],
                     tag_threshold=settings.tag_threshold if settings.tags else None,
-                    run=dataclasses.replace(run, progress=False) if quiet else run)
+                    run=dataclasses.replace(run, progress=False) if quiet else run, on_wait=batch.flush)
                 for result in results:
                     item = todo[result.index]
                     if isinstance(result, Failure):

@@ -13,6 +13,7 @@ import confuse
 from beets import config, ui
 
 from genre_cnn_core import THRESHOLD, TOP_K
+from genre_cnn_core.runtime import FILE_SECONDS
 
 DEFAULTS = {
     "auto": True,
@@ -24,6 +25,7 @@ DEFAULTS = {
     "backend": "loky",
     "dask_scheduler": "",
     "device": "auto",
+    "file_seconds": FILE_SECONDS,
     "top_k": TOP_K,
     "threshold": THRESHOLD,
     "apply_genres": False,
@@ -57,6 +59,7 @@ class Settings:
     backend: str
     dask_scheduler: str
     device: str
+    file_seconds: float
     top_k: int
     threshold: float
     apply_genres: bool
@@ -198,6 +201,7 @@ def _checked(c) -> Settings:
         backend=c["backend"].as_choice(list(BACKENDS)),
         dask_scheduler=c["dask_scheduler"].as_str_expanded(),
         device=device,
+        file_seconds=_number(c["file_seconds"], 0.0),
         top_k=_integer(c["top_k"], 1),
         threshold=_number(c["threshold"], 0.0, 1.0),
         apply_genres=_boolean(c["apply_genres"]),

@@ -142,7 +142,7 @@ class Backbone(abc.ABC):
               settings: FeatureSettings, config: TrainConfig, log: Callable[[str], None],
               device: str = "cpu") -> TrainedHead:
         """Train a genre head on the tracks' features and ``(tracks, genres)`` boolean targets, on a
-        resolved ``device`` (:func:`genre_cnn_core.runtime.resolve_device`)."""
+        resolved ``device`` (:func:`genre_cnn_core.devices.resolve_device`)."""
 
     @abc.abstractmethod
     def logits(self, weights: dict, architecture: dict, features: list, device: str = "cpu") -> np.ndarray:

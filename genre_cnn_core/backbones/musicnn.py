@@ -111,7 +111,7 @@ class MusicnnBackbone(Backbone):
 
     def train(self, features, targets, strata, groups, settings, config: TrainConfig, log,
               device="cpu") -> TrainedHead:
-        from ..runtime import compute_threads
+        from ..devices import compute_threads
 
         x = np.asarray(np.stack(features), dtype=np.float32)
         offset = x.shape[1] - config.head_tags if config.head_tags else 0
