@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import datasets
+import measure
 import numpy as np
 import results
 
@@ -557,6 +558,7 @@ def render(result: Run, plan: Plan) -> str:
 
 
 def main(argv=None) -> None:
+    results.use_this_checkout()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=datasets.DATA, help="folder holding gtzan-dev/ and jamendo/")
     parser.add_argument("--quick", action="store_true",
@@ -568,16 +570,13 @@ def main(argv=None) -> None:
 
     from genre_cnn_core.cache import FeatureCache
 
-    def log(line):
-        print(line, file=sys.stderr, flush=True)
-
     plan = QUICK if args.quick else FULL
     command = results.command_line("accuracy.py", argv)
     started = time.perf_counter()
     torch.set_num_threads(1)
     try:
         with threadpool_limits(limits=1):  # BLAS too: the machine is shared
-            result = run(plan, args.data, FeatureCache(str(datasets.CACHE)), log)
+            result = run(plan, args.data, FeatureCache(str(datasets.CACHE)), measure.log)
     except datasets.DataError as error:
         sys.exit(f"accuracy: {error}")
     body = (results.context(command, started)
@@ -585,7 +584,7 @@ def main(argv=None) -> None:
     print(f"{HEADING}\n\n{body}")
     output = QUICK_OUTPUT if args.quick else results.RESULTS
     results.write_section(HEADING, body, output)
-    log(f"wrote the {HEADING} section of {output}")
+    measure.log(f"wrote the {HEADING} section of {output}")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import datasets
+import measure
 import numpy as np
 import results
 
@@ -423,6 +424,7 @@ def render(tracks: list, lists: list, held: Heldout, folders: Folders | None) ->
 
 
 def main(argv=None) -> None:
+    results.use_this_checkout()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=datasets.DATA, help="folder holding gtzan-dev/ and jamendo/")
     parser.add_argument("--quick", action="store_true", help=f"one fold seed; writes {QUICK_OUTPUT.name}")
@@ -432,9 +434,6 @@ def main(argv=None) -> None:
     from threadpoolctl import threadpool_limits
 
     from genre_cnn_core.cache import FeatureCache
-
-    def log(line):
-        print(line, file=sys.stderr, flush=True)
 
     command = results.command_line("albums.py", argv)
     started = time.perf_counter()
@@ -446,10 +445,10 @@ def main(argv=None) -> None:
         lists = datasets.genre_lists(tracks)
         with threadpool_limits(limits=1):  # the machine is shared
             features = datasets.backbone_features("musicnn", [t.path for t in tracks],
-                                                  FeatureCache(str(datasets.CACHE)), log)
-            held = held_out_experiment(tracks, lists, features, seeds, log)
+                                                  FeatureCache(str(datasets.CACHE)), measure.log)
+            held = held_out_experiment(tracks, lists, features, seeds, measure.log)
         with tempfile.TemporaryDirectory(prefix="cnngenre-albums-") as scratch:
-            folders = through_the_product(tracks, lists, args.keep or Path(scratch), log)
+            folders = through_the_product(tracks, lists, args.keep or Path(scratch), measure.log)
     except (datasets.DataError, RuntimeError) as error:
         sys.exit(f"albums: {error}")
     body = (results.context(command, started)
@@ -457,7 +456,7 @@ def main(argv=None) -> None:
     print(f"{HEADING}\n\n{body}")
     output = QUICK_OUTPUT if args.quick else results.RESULTS
     results.write_section(HEADING, body, output)
-    log(f"wrote the {HEADING} section of {output}")
+    measure.log(f"wrote the {HEADING} section of {output}")
 
 
 if __name__ == "__main__":

@@ -227,10 +227,11 @@ left out: its cache misses every hard link, so its warm rerun is a cold run of {
 {large_table(large)}
 """
     warning = measure.quiet_enough(busy)
-    return results.write_report("## Feature cache", body, PROBLEMS + ([warning] if warning else []), args.out)
+    return results.write_section("## Feature cache", body, args.out, PROBLEMS + ([warning] if warning else []))
 
 
 def main(argv=None) -> int:
+    results.use_this_checkout()
     args = parse_args(argv)
     busy = measure.busy_cores()
     measure.log(f"{args.tracks} tracks, {args.items} items; cores busy now: {busy:.2f}")

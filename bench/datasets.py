@@ -29,10 +29,6 @@ from typing import Callable, Sequence
 import numpy as np
 from results import DATA, REPO
 
-# The product of this checkout, not an installed copy (the venv may hold an editable install of another).
-if sys.path[:1] != [str(REPO)]:
-    sys.path.insert(0, str(REPO))
-
 #: The shared data: beside the checkout (results.DATA, or $CNNGENRE_DATA), or beside a folder of worktrees.
 DATA = next((folder for folder in (DATA, REPO.parent.parent / "shared" / "data") if folder.is_dir()), DATA)
 #: Feature cache of the benchmarks (git-ignored); the beets libraries they build use it too.

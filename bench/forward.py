@@ -266,6 +266,7 @@ def threads_ms(forward, patches: np.ndarray, threads: int, busy_core: bool, repe
 
 
 def main(argv=None) -> None:
+    results.use_this_checkout()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=40, help="gtzan-dev clips (4 patches each; default 40)")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes per lever (default 5)")

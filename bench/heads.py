@@ -16,16 +16,12 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
+import datasets
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-import datasets  # noqa: E402
-import results  # noqa: E402
+import results
 
 FOLDS = 5
 SEEDS = (0, 1, 2)
@@ -101,6 +97,7 @@ def variant(train_scores, calibrate, x, targets, strata, groups, train, test):
 
 
 def main(argv=None) -> None:
+    results.use_this_checkout()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=datasets.DATA)
     args = parser.parse_args(argv)

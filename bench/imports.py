@@ -168,10 +168,11 @@ second worker process adds here, not how a cluster of separate machines scales. 
 not descendants of `beet`, so their work shows in "other load" of the Dask rows.
 """
     warning = measure.quiet_enough(busy)
-    return results.write_report("## Import and Dask", body, PROBLEMS + ([warning] if warning else []), args.out)
+    return results.write_section("## Import and Dask", body, args.out, PROBLEMS + ([warning] if warning else []))
 
 
 def main(argv=None) -> int:
+    results.use_this_checkout()
     args = parse_args(argv)
     busy = measure.busy_cores()
     measure.log(f"{args.albums} albums, {args.repeats} rounds, {args.tracks} Dask tracks; cores busy now: {busy:.2f}")

@@ -25,9 +25,6 @@ import numpy as np
 import results
 from results import REPO
 
-# The checkout under measurement, not the one the venv's editable install points at.
-sys.path.insert(0, str(REPO))
-
 
 def _shared_data() -> Path:
     """The shared data: beside this checkout, or, from a git worktree, beside the main checkout."""

@@ -222,6 +222,7 @@ def neighbour_agreement(points: np.ndarray, genres: list, k: int = 5) -> float:
 
 
 def main(argv=None) -> None:
+    results.use_this_checkout()
     args = parse_args(argv)
     started = time.perf_counter()
     base = base_library(args.root)
@@ -286,7 +287,7 @@ def write_section(args, rows: list, quality: dict, timings: dict, base_tracks: i
              "",
              results.table(["space", "5-NN genre agreement"], [[m, f"{q:.3f}"] for m, q in quality.items()])]
     body = "\n".join(lines) + "\n"
-    return results.write_report(heading, body, PROBLEMS, args.out)
+    return results.write_section(heading, body, args.out, PROBLEMS)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "RESULTS.md"
@@ -105,18 +106,22 @@ def replace_section(document: str, heading: str, body: str) -> str:
     return "".join(lines[:start]) + section + ("\n" + after if after else "")
 
 
-def write_section(heading: str, body: str, path: Path = RESULTS) -> None:
-    """Write ``body`` as the ``heading`` section of ``path`` (RESULTS.md), atomically."""
+def write_section(heading: str, body: str, path: Path = RESULTS, problems: Sequence = ()) -> str:
+    """Write ``body`` as the ``heading`` section of ``path`` (RESULTS.md), atomically, with what went wrong
+    during the run (``problems``) if anything; return the section's text."""
+    if problems:
+        body += "\n### Problems seen during the run\n\n" + "\n".join(f"- {p}" for p in problems) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)  # a quick run's file under bench/out/
     document = path.read_text() if path.exists() else ""
     temp = path.with_suffix(".tmp")
     temp.write_text(replace_section(document, heading, body))
     os.replace(temp, path)
-
-
-def write_report(heading: str, body: str, problems: list, path: Path = RESULTS) -> str:
-    """Write a benchmark's section with what went wrong during its run, if anything; return the section."""
-    if problems:
-        body += "\n### Problems seen during the run\n\n" + "\n".join(f"- {p}" for p in problems) + "\n"
-    write_section(heading, body, path)
     return body
+
+
+def use_this_checkout() -> None:
+    """Import the product from this checkout, not from an installed copy (the venv may hold an editable
+    install of another checkout). Each benchmark's ``main`` calls it first; importing a benchmark module
+    changes nothing."""
+    if sys.path[:1] != [str(REPO)]:
+        sys.path.insert(0, str(REPO))

@@ -445,13 +445,14 @@ def write_report(args, sides: dict, floors: list, rows: list, scratch: Scratch, 
     if script_output:
         body += f"\n### `scripts/check_musicnn_numpy.py`\n\n```\n{script_output.strip()}\n```\n"
     warning = measure.quiet_enough(busy)
-    return results.write_report("## Speed", body, PROBLEMS + ([warning] if warning else []), args.out)
+    return results.write_section("## Speed", body, args.out, PROBLEMS + ([warning] if warning else []))
 
 
 # ------------------------------------------------------------------ main
 
 
 def main(argv=None) -> int:
+    results.use_this_checkout()
     args = parse_args(argv)
     busy = measure.busy_cores()
     measure.log(f"{args.tracks} tracks, {args.rounds} round(s), {args.repeats} repeats; "

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import datasets
+import measure
 import numpy as np
 import results
 
@@ -246,6 +247,7 @@ def render(tracks: list, outcomes: list, single_artist: set, learnable: list, pl
 
 
 def main(argv=None) -> None:
+    results.use_this_checkout()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=datasets.DATA, help="folder holding gtzan-dev/ and jamendo/")
     parser.add_argument("--quick", action="store_true", help=f"one seed; writes {QUICK_OUTPUT.name}")
@@ -255,9 +257,6 @@ def main(argv=None) -> None:
     from collections import Counter
 
     from genre_cnn_core.genres import choose_labels
-
-    def log(line):
-        print(line, file=sys.stderr, flush=True)
 
     command = results.command_line("suspects.py", argv)
     started = time.perf_counter()
@@ -273,13 +272,14 @@ def main(argv=None) -> None:
         outcomes = []
         with tempfile.TemporaryDirectory(prefix="cnngenre-suspects-") as scratch:
             library, ids = datasets.import_library(Path(scratch), tracks, [[t.spelling] for t in tracks], settings,
-                                                   log=log)
+                                                   log=measure.log)
             for seed in range(1 if args.quick else args.seeds):
                 planting = plant(tracks, learnable, seed)
-                scores, summary = judge(library, ids, planting, log=commands.append if seed == 0 else log)
+                scores, summary = judge(library, ids, planting,
+                                        log=commands.append if seed == 0 else measure.log)
                 outcomes.append(Outcome(planting, scores, summary))
                 p, r, flagged = precision_recall(scores, planting.planted, summary["threshold"])
-                log(f"seed {seed}: flagged {flagged}, precision {p}, recall {r:.2f}")
+                measure.log(f"seed {seed}: flagged {flagged}, precision {p}, recall {r:.2f}")
     except (datasets.DataError, RuntimeError) as error:
         sys.exit(f"suspects: {error}")
     plot = QUICK_PLOT if args.quick else PLOT
@@ -291,7 +291,7 @@ def main(argv=None) -> None:
     print(f"{HEADING}\n\n{body}")
     output = QUICK_OUTPUT if args.quick else results.RESULTS
     results.write_section(HEADING, body, output)
-    log(f"wrote the {HEADING} section of {output} and {plot}")
+    measure.log(f"wrote the {HEADING} section of {output} and {plot}")
 
 
 if __name__ == "__main__":

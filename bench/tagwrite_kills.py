@@ -222,6 +222,7 @@ def render(found: dict, kills: int) -> str:
 
 
 def main(argv=None) -> None:
+    results.use_this_checkout()
     started = time.perf_counter()
     args = parse_args(argv)
     root = args.root / "tagwrite-kills"
@@ -232,7 +233,7 @@ def main(argv=None) -> None:
     context = results.context(results.command_line("tagwrite_kills.py", argv), started).rstrip("\n")
     body = (f"{context}\n- file system: {filesystem.split()[-1] if filesystem.split() else 'unknown'}; "
             "the machine was shared with other work\n\n" + render(found, args.kills))
-    section = results.write_report("## Tag writes under SIGKILL", body, PROBLEMS, args.out)
+    section = results.write_section("## Tag writes under SIGKILL", body, args.out, PROBLEMS)
     print(section)
     shutil.rmtree(root, ignore_errors=True)
     if PROBLEMS or any(c["damaged"] for c in found["counts"].values()):
