@@ -264,7 +264,7 @@ def describe_model(model) -> dict:
     meta = model.metadata
     return {
         "id": model.model_id,
-        "backbone": model.backbone,
+        "backbone": model.backbone.name,
         "genres": list(model.genres),
         "trained_at": meta.get("trained_at"),
         "train_tracks": meta.get("train_tracks"),

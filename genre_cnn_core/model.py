@@ -27,7 +27,7 @@ import unicodedata
 
 import numpy as np
 
-from .backbones import BACKBONES, get_backbone
+from .backbones import BACKBONES, Backbone, get_backbone
 from .features import FeatureSettings
 from .files import (
     atomic_write,
@@ -71,8 +71,9 @@ class GenreModel:
 
     Attributes
     ----------
-    backbone : str
-        Name of a registered backbone (:data:`genre_cnn_core.backbones.BACKBONES`).
+    backbone : Backbone
+        A registered backbone (:data:`genre_cnn_core.backbones.BACKBONES`); given by its name, it is
+        looked up once, when the model is made.
     genres : list of str
         Genre names (lower case), in output order.
     spellings : list of str
@@ -98,7 +99,7 @@ class GenreModel:
         artist plays is unknown to the model that held that artist out).
     """
 
-    backbone: str
+    backbone: Backbone
     genres: list
     spellings: list
     settings: FeatureSettings
@@ -111,6 +112,8 @@ class GenreModel:
     heldout_known: np.ndarray | None = None
 
     def __post_init__(self):
+        if isinstance(self.backbone, str):  # a name: looked up once, here
+            self.backbone = get_backbone(self.backbone)
         # Stored as they are saved, so the id of a model is the same before and after a round trip.
         self.weights = {name: _stored(value) for name, value in self.weights.items()}
         self.calibration = np.asarray(self.calibration, dtype=np.float32)
@@ -135,7 +138,7 @@ class GenreModel:
         for name, value in sorted(self._arrays().items()):
             digest.update(f"{name}:{value.dtype.str}:{value.shape}".encode())
             digest.update(np.ascontiguousarray(value).tobytes())
-        prefix = self.metadata.get("name") or self.backbone
+        prefix = self.metadata.get("name") or self.backbone.name
         return f"{prefix}-{digest.hexdigest()[:10]}"
 
     @property
@@ -145,11 +148,11 @@ class GenreModel:
 
     def extractor(self, device: str = "cpu"):
         """The feature extractor this model reads."""
-        return get_backbone(self.backbone).extractor(self.settings, device)
+        return self.backbone.extractor(self.settings, device)
 
     def logits(self, features: list, device: str = "cpu") -> np.ndarray:
         """Uncalibrated genre scores, ``(tracks, genres)``."""
-        return get_backbone(self.backbone).logits(self.weights, self.architecture, features, device)
+        return self.backbone.logits(self.weights, self.architecture, features, device)
 
     def predict_proba(self, features: list, device: str = "cpu") -> np.ndarray:
         """Calibrated probability that each genre applies, ``(tracks, genres)``."""
@@ -167,7 +170,7 @@ class GenreModel:
 
     def _metadata_json(self) -> dict:
         meta = {k: v for k, v in self.metadata.items() if k != "model_id"}
-        meta.update(backbone=self.backbone, genres=list(self.genres), spellings=list(self.spellings),
+        meta.update(backbone=self.backbone.name, genres=list(self.genres), spellings=list(self.spellings),
                     settings=self.settings.as_dict(), architecture=self.architecture,
                     heldout_ids=list(self.heldout_ids))
         return meta
@@ -305,7 +308,8 @@ def _from_bytes(data: bytes) -> GenreModel:
         if not np.isfinite(value).all():
             raise ModelError(f"weight {key} is not finite")
     try:
-        get_backbone(backbone).check_weights(weights, architecture, len(genres))
+        backbone = get_backbone(backbone)
+        backbone.check_weights(weights, architecture, len(genres))
     except ValueError as error:
         raise ModelError(str(error)) from None
 

@@ -190,7 +190,7 @@ def train_on_files(
     rows = [row for row, h in enumerate(trained.heldout) if ids[h]]
     known = trained.heldout_known if trained.heldout_known is not None else \
         np.ones(trained.heldout_probabilities.shape, dtype=bool)
-    model = GenreModel(chosen_backbone.name, genres, [choice.spellings[c] for c in learned], extractor.settings,
+    model = GenreModel(chosen_backbone, genres, [choice.spellings[c] for c in learned], extractor.settings,
                        trained.weights, trained.architecture, trained.calibration,
                        [ids[trained.heldout[row]] for row in rows], trained.heldout_probabilities[rows], metadata,
                        heldout_known=known[rows])
@@ -407,7 +407,7 @@ def predict_files(
         finite is a Failure, never a Prediction.
     """
     run = run or RunConfig()
-    backbone = get_backbone(model.backbone)
+    backbone = model.backbone
     tag_names = backbone.tag_names() if tag_threshold is not None else []
     pending: list = []
 

@@ -32,7 +32,7 @@ def test_embeddings_are_small_and_finite(library_files):
 
 
 def test_head_learns_the_synthetic_genres(musicnn_model, heldout_files):
-    assert musicnn_model.backbone == "musicnn"
+    assert musicnn_model.backbone.name == "musicnn"
     assert musicnn_model.metadata["validation"]["top1_accuracy"] >= 0.8
     paths = [str(p) for p, _ in heldout_files]
     results = {r.index: r for r in predict_files(musicnn_model, paths, tag_threshold=0.0)}

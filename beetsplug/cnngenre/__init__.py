@@ -265,7 +265,7 @@ class CnnGenrePlugin(BeetsPlugin):
         return [item for item, _ in pairs], [genres for _, genres in pairs]
 
     def train(self, lib, opts, args, settings: Settings):
-        from genre_cnn_core import TrainConfig, format_report, get_backbone, train_on_files
+        from genre_cnn_core import TrainConfig, format_report, train_on_files
 
         started = time.perf_counter()
         items, genres = self.tagged_items(lib, args, opts.album, settings)
@@ -301,7 +301,7 @@ class CnnGenrePlugin(BeetsPlugin):
         ui.print_("tracks per genre: " + ", ".join(f"{g} {n}" for g, n in meta["tracks_per_genre"].items()))
         if meta["validation"]:
             ui.print_(format_report(meta["validation"], model.genres, meta["tracks_per_genre"],
-                                    get_backbone(model.backbone).heldout_tracks))
+                                    model.backbone.heldout_tracks))
         else:
             ui.print_("no validation report: too few artists to hold any out")
         summary = (f"{len(model.genres)} genres, {meta['train_tracks']} tracks trained on, {len(failures)} failed, "
