@@ -418,8 +418,8 @@ class StoredHeldExtractor(LogMelExtractor):
 
         if any("slow" in os.fsdecode(path) for path in paths):
             while True:
-                with contextlib.suppress(sqlite3.OperationalError), \
-                        contextlib.closing(sqlite3.connect(f"file:{self.database}?mode=ro", uri=True)) as db:
+                with (contextlib.suppress(sqlite3.OperationalError),
+                      contextlib.closing(sqlite3.connect(f"file:{self.database}?mode=ro", uri=True)) as db):
                     count = db.execute("SELECT count(*) FROM item_attributes WHERE key = 'cnn_model'").fetchone()
                     if count[0] >= self.stored:
                         break
