@@ -305,8 +305,8 @@ def approaches(data: Dataset, features: Features, plan: Plan, notes: list) -> li
     from genre_cnn_core.backbones import TrainConfig
 
     default = TrainConfig()
-    scratch = "scratch CNN (default recipe)" if not plan.scratch_config else \
-        f"scratch CNN ({plan.scratch_config['epochs']} epochs, quick)"
+    scratch = ("scratch CNN (default recipe)" if not plan.scratch_config
+               else f"scratch CNN ({plan.scratch_config['epochs']} epochs, quick)")
     return [
         Approach("baseline (hand-crafted features, linear head)", baseline_fit(features.handcrafted, data.labels,
                                                                              data.groups), True),

@@ -143,8 +143,8 @@ def load_jamendo(root: Path = DATA) -> list[Track]:
 def load_library(root: Path = DATA) -> list[Track]:
     """gtzan-dev and jamendo together: a small library of albums and singletons."""
     tracks = load_gtzan(root) + load_jamendo(root)
-    shared = {t.artist for t in tracks if t.collection == "gtzan-dev"} & \
-        {t.artist for t in tracks if t.collection == "jamendo"}
+    shared = ({t.artist for t in tracks if t.collection == "gtzan-dev"}
+              & {t.artist for t in tracks if t.collection == "jamendo"})
     if shared:
         raise DataError(f"artists in both collections: {', '.join(sorted(shared))}")
     return tracks
@@ -492,8 +492,8 @@ def import_library(folder: Path, tracks: Sequence[Track], lists: Sequence[list],
         if list(item.genres) != list(lists[index]):
             raise DataError(f"{copies[index]}: imported with genres {list(item.genres)}, tagged {lists[index]}")
         ids.append(item.id)
-    expected = len({tracks[i].album for i in copies if tracks[i].album and i not in in_compilation}) + \
-        bool(in_compilation)
+    expected = (len({tracks[i].album for i in copies if tracks[i].album and i not in in_compilation})
+                + bool(in_compilation))
     found = len(lib.albums())
     if len(by_path) != len(tracks) or found != expected:
         raise DataError(f"the library holds {len(by_path)} items and {found} albums, not {len(tracks)} and {expected}")

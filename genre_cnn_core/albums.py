@@ -51,8 +51,8 @@ def checked_scores(scores: Mapping) -> dict[str, float]:
     for genre, value in scores.items():
         if not isinstance(genre, str) or not genre:
             raise ValueError(f"{genre!r} is not a genre name")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not 0.0 <= value <= 1.0:
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or not 0.0 <= value <= 1.0):
             raise ValueError(f"{genre} {value!r} is not a probability")
         checked[genre] = float(value)
     if not checked:

@@ -65,8 +65,8 @@ class FeatureSettings:
         for name, (low, high) in _RANGES.items():
             value = values[name]
             whole = name != "excerpt_seconds"
-            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) \
-                    or not low <= value <= high:
+            if (isinstance(value, bool) or not isinstance(value, int if whole else (int, float))
+                    or not low <= value <= high):
                 kind = "an integer" if whole else "a number"
                 raise ValueError(f"{name} must be {kind} from {low} to {high}, not {value!r}")
         settings = cls(**values)

@@ -116,8 +116,8 @@ def fit_head(x: np.ndarray, targets: np.ndarray, strata: np.ndarray, penalty: fl
         grad_weight = residual.T @ z + 2 * penalty * weight / n
         return value, np.concatenate([grad_weight.ravel(), residual.sum(axis=0)])
 
-    initial = np.zeros(n_genres * dim + n_genres) if start is None else \
-        np.concatenate([start.weight.ravel(), start.bias])
+    initial = (np.zeros(n_genres * dim + n_genres) if start is None
+               else np.concatenate([start.weight.ravel(), start.bias]))
     result = minimize(loss, initial, jac=True, method="L-BFGS-B", options={"maxiter": 500})
     return LinearHead(mean, scale, result.x[:n_genres * dim].reshape(n_genres, dim).copy(),
                       result.x[n_genres * dim:].copy(), offset)

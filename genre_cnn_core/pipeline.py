@@ -188,8 +188,8 @@ def train_on_files(
         **trained.info,
     }
     rows = [row for row, h in enumerate(trained.heldout) if ids[h]]
-    known = trained.heldout_known if trained.heldout_known is not None else \
-        np.ones(trained.heldout_probabilities.shape, dtype=bool)
+    known = (trained.heldout_known if trained.heldout_known is not None
+             else np.ones(trained.heldout_probabilities.shape, dtype=bool))
     model = GenreModel(chosen_backbone, genres, [choice.spellings[c] for c in learned], extractor.settings,
                        trained.weights, trained.architecture, trained.calibration,
                        [ids[trained.heldout[row]] for row in rows], trained.heldout_probabilities[rows], metadata,

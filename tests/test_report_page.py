@@ -212,8 +212,8 @@ class TestReportCommand(PluginTestHelper):
 
         self.run_command("cnngenre", "--report", str(page_file))
         out = capsys.readouterr().out
-        assert f"wrote {page_file} (" in out and "26 tracks, 24 on the map, 2 without cached features, " \
-            "2 not predicted" in out
+        assert f"wrote {page_file} (" in out and ("26 tracks, 24 on the map, 2 without cached features, "
+                                                  "2 not predicted") in out
         assert "--report --predict" in out
         data = page_data(page_file.read_text(encoding="utf-8"))
         ids = data["tracks"]["id"]

@@ -116,8 +116,8 @@ def _integer(view, low: int, high: int | None = None) -> int:
 
 def _number(view, low: float, high: float | None = None, low_open: bool = False) -> float:
     value = view.get()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
-            or value < low or (low_open and value == low) or (high is not None and value > high):
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value
+            or value < low or (low_open and value == low) or (high is not None and value > high)):
         _bad(view, f"a number {'above' if low_open else 'from'} {low}" + (f" to {high}" if high is not None else ""))
     return float(value)
 

@@ -43,8 +43,8 @@ class LogMelExtractor:
     def check(self, features: np.ndarray) -> str | None:
         expected = (self.settings.n_mels, self.settings.frames(self.settings.excerpt_seconds))
         if features.ndim != 3 or features.shape[1:] != expected or not 1 <= len(features) <= self.settings.n_excerpts:
-            return f"log-mel excerpts of shape (1..{self.settings.n_excerpts}, {expected[0]}, {expected[1]}) " \
-                   f"expected, not {features.shape}"
+            return (f"log-mel excerpts of shape (1..{self.settings.n_excerpts}, {expected[0]}, {expected[1]}) "
+                    f"expected, not {features.shape}")
         if features.dtype != np.float16 or not np.isfinite(features).all() or (features < 0).any():
             return "log-mel values must be finite, non-negative float16"
         return None
