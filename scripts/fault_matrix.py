@@ -506,13 +506,15 @@ def album_from_edited_text(lib, timeout):
                            "AND entity_id = ?", (lib.ids["good0.flac"],))
     run = lib.beet("cnngenre", timeout=timeout)
     with sqlite3.connect(lib.db) as connection:
-        row = connection.execute("SELECT value FROM album_attributes WHERE key = 'cnn_genre_score'").fetchone()
+        # The album's own field (cnn_album_genre_score), or the name it shared with items before.
+        row = connection.execute("SELECT value FROM album_attributes WHERE key IN ('cnn_album_genre_score', "
+                                 "'cnn_genre_score') ORDER BY key").fetchone()
     try:
         score = float(row[0]) if row else None
     except ValueError:
         score = None
     ok = score is not None and 0.0 <= score <= 1.0 and not run.noise() and run.returncode == 0
-    return ok, _with_noise(f"{run.describe()}; album cnn_genre_score {row[0] if row else None!r}", run)
+    return ok, _with_noise(f"{run.describe()}; album score {row[0] if row else None!r}", run)
 
 
 @case("worker killed mid-run (SIGKILL)", "that file's batch lost at most; no tracebacks, no leak warnings")
