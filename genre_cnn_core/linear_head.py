@@ -100,6 +100,11 @@ def fit_head(x: np.ndarray, targets: np.ndarray, strata: np.ndarray, penalty: fl
     features = np.asarray(x, dtype=np.float64)[:, offset:]
     mean, scale = standardisation(features)
     z = (features - mean) * scale
+    # With more features than tracks, the L2-penalised weights lie in the span of the tracks
+    # (representer theorem): fitting in that orthonormal basis gives the same head, far faster.
+    basis = np.linalg.svd(z, full_matrices=False)[2] if z.shape[1] > z.shape[0] else None
+    if basis is not None:
+        z = z @ basis.T
     y = np.asarray(targets, dtype=np.float64)
     y = y / np.maximum(y.sum(axis=1, keepdims=True), 1)
     n, dim = z.shape
@@ -116,10 +121,13 @@ def fit_head(x: np.ndarray, targets: np.ndarray, strata: np.ndarray, penalty: fl
         grad_weight = residual.T @ z + 2 * penalty * weight / n
         return value, np.concatenate([grad_weight.ravel(), residual.sum(axis=0)])
 
-    initial = (np.zeros(n_genres * dim + n_genres) if start is None
-               else np.concatenate([start.weight.ravel(), start.bias]))
+    if start is None:
+        initial = np.zeros(n_genres * dim + n_genres)
+    else:
+        initial = np.concatenate([(start.weight if basis is None else start.weight @ basis.T).ravel(), start.bias])
     result = minimize(loss, initial, jac=True, method="L-BFGS-B", options={"maxiter": 500})
-    return LinearHead(mean, scale, result.x[:n_genres * dim].reshape(n_genres, dim).copy(),
+    weight = result.x[:n_genres * dim].reshape(n_genres, dim)
+    return LinearHead(mean, scale, weight.copy() if basis is None else weight @ basis,
                       result.x[n_genres * dim:].copy(), offset)
 
 
@@ -132,7 +140,7 @@ class HeadTraining:
     head : LinearHead
         Fitted on every track.
     calibration : np.ndarray
-        ``[a, b]`` of :func:`genre_cnn_core.metrics.calibrate`, fitted on the out-of-fold logits.
+        ``[a, b]`` of :func:`genre_cnn_core.metrics.calibrate`, fitted on the scored out-of-fold logits.
     heldout : np.ndarray
         Indices of the tracks with an out-of-fold prediction.
     heldout_probabilities : np.ndarray
@@ -145,6 +153,8 @@ class HeadTraining:
         The chosen L2 penalty.
     folds : int
         Folds that held tracks out (0 when there were too few artists).
+    offset : int
+        The chosen input: the first embedding feature the head reads.
     """
 
     head: LinearHead
@@ -154,6 +164,7 @@ class HeadTraining:
     heldout_known: np.ndarray
     penalty: float
     folds: int
+    offset: int = 0
 
 
 def out_of_fold_logits(x, targets, strata, folds, penalties, offset=0) -> dict:
@@ -168,9 +179,43 @@ def out_of_fold_logits(x, targets, strata, folds, penalties, offset=0) -> dict:
     return logits
 
 
-def train_linear_head(embeddings, targets, strata, groups, n_folds: int = 5, offset: int = 0,
-                      seed: int = 0) -> HeadTraining:
-    """Train a multi-label head with out-of-fold penalty choice and calibration.
+def fold_known(targets: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """``(tracks, genres)``: whether the head that held each track out had any track of the genre to learn."""
+    known = np.zeros(targets.shape, dtype=bool)
+    for fold in np.unique(folds):
+        known[folds == fold] = targets[folds != fold].any(axis=0)
+    return known
+
+
+def judged_pairs(targets: np.ndarray, known: np.ndarray, scoring: str = "judged") -> np.ndarray:
+    """The (track, genre) pairs of out-of-fold predictions that choose the penalty and the calibration.
+
+    ``"judged"`` (the product's): the known genres of the tracks whose
+    every genre its head knew; ``"known"``: every known genre of every
+    track; ``"all"``: every pair. A held-out head cannot predict a genre
+    it never learned (one played by the artists it held out), so such a
+    track's tagged genre scores as a certain miss and its probability goes
+    to genres it is not; scored, those pairs pull the one calibration
+    towards "nothing is ever sure" (bench/RESULTS.md, "Long-tailed taxonomies").
+    """
+    targets, known = np.asarray(targets, dtype=bool), np.asarray(known, dtype=bool)
+    if scoring == "all":
+        return np.ones(targets.shape, dtype=bool)
+    if scoring == "known":
+        return known.copy()
+    if scoring == "judged":
+        return known & judged_tracks(targets, known)[:, None]
+    raise ValueError(f"unknown scoring {scoring!r}: all, known or judged")
+
+
+def judged_tracks(targets: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Held-out tracks whose head knew every one of their genres: those a report can score."""
+    return ~(np.asarray(targets, dtype=bool) & ~np.asarray(known, dtype=bool)).any(axis=1)
+
+
+def train_linear_head(embeddings, targets, strata, groups, n_folds: int = 5, offset=0,
+                      seed: int = 0, scoring: str = "judged") -> HeadTraining:
+    """Train a multi-label head with out-of-fold choice of input and penalty, and calibration.
 
     Parameters
     ----------
@@ -183,26 +228,36 @@ def train_linear_head(embeddings, targets, strata, groups, n_folds: int = 5, off
     groups : sequence
         Each track's artist: a fold holds whole artists.
     n_folds : int
-    offset : int
-        First embedding feature the head reads.
+    offset : int or sequence of int
+        First embedding feature the head reads; with several, the one
+        whose held-out log loss is lowest (with its best penalty).
     seed : int
+    scoring : str
+        Which out-of-fold pairs choose and calibrate (:func:`judged_pairs`).
     """
     x = np.asarray(embeddings, dtype=np.float64)
     targets, strata = np.asarray(targets, dtype=bool), np.asarray(strata)
+    offsets = [int(offset)] if np.ndim(offset) == 0 else [int(o) for o in offset]
     folds = grouped_folds(strata, groups, n_folds, seed)
     used_folds = len(np.unique(folds))
     if used_folds < 2:
-        head = fit_head(x, targets, strata, 1.0, offset)
+        head = fit_head(x, targets, strata, 1.0, offsets[0])
         empty = np.zeros((0, targets.shape[1]))
-        return HeadTraining(head, np.array([1.0, 0.0]), np.zeros(0, int), empty, empty.astype(bool), 1.0, 0)
-    logits = out_of_fold_logits(x, targets, strata, folds, PENALTIES, offset)
+        return HeadTraining(head, np.array([1.0, 0.0]), np.zeros(0, int), empty, empty.astype(bool), 1.0, 0,
+                            offsets[0])
+    known = fold_known(targets, folds)
+    pairs = judged_pairs(targets, known, scoring)
+    if not pairs.any():  # no track's genres were all known to its head: score what there is
+        pairs = known
     scored = {}
-    for penalty, fold_logits in logits.items():
-        calibration = fit_calibration(fold_logits, targets)
-        scored[penalty] = (log_loss(calibrate(fold_logits, calibration), targets), calibration)
-    penalty = min(scored, key=lambda p: (scored[p][0], -p))
-    calibration = scored[penalty][1]
-    head = fit_head(x, targets, strata, penalty, offset)
-    known = np.stack([targets[folds != folds[i]].any(axis=0) for i in range(len(x))])
-    return HeadTraining(head, calibration, np.arange(len(x)), calibrate(logits[penalty], calibration), known,
-                        penalty, used_folds)
+    for start in offsets:
+        for penalty, fold_logits in out_of_fold_logits(x, targets, strata, folds, PENALTIES, start).items():
+            calibration = fit_calibration(fold_logits, targets, pairs)
+            loss = log_loss(calibrate(fold_logits, calibration), targets, pairs)
+            scored[start, penalty] = (loss, calibration, fold_logits)
+    # Ties go to the stronger penalty and the smaller input.
+    start, penalty = min(scored, key=lambda key: (scored[key][0], -key[1], -key[0]))
+    _, calibration, fold_logits = scored[start, penalty]
+    head = fit_head(x, targets, strata, penalty, start)
+    return HeadTraining(head, calibration, np.arange(len(x)), calibrate(fold_logits, calibration), known,
+                        penalty, used_folds, start)

@@ -20,11 +20,12 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from . import THRESHOLD, TOP_K
-from .backbones import TrainConfig, get_backbone
+from .backbones import TrainConfig, TrainedHead, get_backbone
 from .devices import TorchMissing, compute_threads, import_torch
 from .extract import WORKER_DIED, audio_ids, extract_features
 from .genres import LabelChoice, Taxonomy, choose_labels, genre_key
-from .metrics import genre_report, select_genres
+from .linear_head import judged_tracks
+from .metrics import artist_counts, check_usability, genre_report, plural, select_genres
 from .model import GenreModel
 from .runtime import RunConfig, worker_count
 
@@ -94,6 +95,8 @@ def train_on_files(
     config: TrainConfig | None = None,
     run: RunConfig | None = None,
     log=print,
+    threshold: float = THRESHOLD,
+    top_k: int = TOP_K,
 ) -> tuple[GenreModel, LabelChoice, list[Failure]]:
     """Train a genre model on tagged audio files.
 
@@ -119,10 +122,15 @@ def train_on_files(
         Cache, workers, device and progress bar (:class:`~genre_cnn_core.runtime.RunConfig`).
     log : callable
         Receives one line of text at a time.
+    threshold, top_k
+        The rule that gives a track its genres, for the held-out report.
 
     Returns
     -------
     (GenreModel, LabelChoice, list of Failure)
+        The model's metadata holds the held-out report (``validation``),
+        training tracks and artists per genre, and ``usability``: the line
+        of :meth:`genre_cnn_core.metrics.Usability.line` ('' when usable).
 
     Raises
     ------
@@ -138,7 +146,7 @@ def train_on_files(
     except ValueError as error:
         raise TrainingError(str(error)) from None
     choice = choose_labels(list(track_genres), taxonomy, min_tracks, max_genres)
-    _check_genres(choice, min_tracks)
+    _check_genres(choice, min_tracks, max_genres)
     if chosen_backbone.trains_with_torch:  # before any audio is decoded
         try:
             import_torch(f"training the {backbone} backbone")
@@ -169,17 +177,13 @@ def train_on_files(
     genres = [choice.genres[c] for c in learned]
     trained = chosen_backbone.train([features[p] for p in used], targets, strata, groups, extractor.settings,
                                     config, log, run.device)
-    report = None
-    if len(trained.heldout):
-        report = genre_report(targets[trained.heldout], trained.heldout_probabilities, genres,
-                              strata[trained.heldout])
+    known = (trained.heldout_known if trained.heldout_known is not None
+             else np.ones(trained.heldout_probabilities.shape, dtype=bool))
     ids = [identities[p] for p in used]
     metadata = {
         "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "train_tracks": len(used),
-        "tracks_per_genre": {g: int(n) for g, n in zip(genres, targets.sum(axis=0))},
-        "heldout_tracks": int(len(trained.heldout)),
-        "validation": report,
+        **training_report(trained, targets, strata, groups, genres, threshold, top_k),
         "from_children": {g: choice.from_children[g] for g in genres if g in choice.from_children},
         # The scratch CNN never learns from its validation tracks, so --eval can score them.
         "trained_on": sorted(ids[p] for p in (range(len(ids)) if trained.learned_from is None
@@ -188,8 +192,6 @@ def train_on_files(
         **trained.info,
     }
     rows = [row for row, h in enumerate(trained.heldout) if ids[h]]
-    known = (trained.heldout_known if trained.heldout_known is not None
-             else np.ones(trained.heldout_probabilities.shape, dtype=bool))
     model = GenreModel(chosen_backbone, genres, [choice.spellings[c] for c in learned], extractor.settings,
                        trained.weights, trained.architecture, trained.calibration,
                        [ids[trained.heldout[row]] for row in rows], trained.heldout_probabilities[rows], metadata,
@@ -197,15 +199,61 @@ def train_on_files(
     return model, choice, failures
 
 
-def _check_genres(choice: LabelChoice, min_tracks: int) -> None:
+def training_report(trained: TrainedHead, targets: np.ndarray, strata: np.ndarray, groups: Sequence, genres: list,
+                    threshold: float = THRESHOLD, top_k: int = TOP_K) -> dict:
+    """What a model's metadata says of its training: tracks and artists per genre, the held-out report, usability.
+
+    Only the held-out tracks whose head knew all their genres are scored:
+    a genre played by the held-out artists alone cannot be predicted by
+    that head, and is reported as not scored instead of as missed.
+
+    Returns
+    -------
+    dict
+        ``tracks_per_genre``, ``artists_per_genre``, ``heldout_tracks``
+        (scored), ``validation`` (:func:`genre_cnn_core.metrics.genre_report`,
+        None without scored tracks) and ``usability``
+        (:meth:`genre_cnn_core.metrics.Usability.line`, '' when usable).
+    """
+    known = (trained.heldout_known if trained.heldout_known is not None
+             else np.ones(trained.heldout_probabilities.shape, dtype=bool))
+    tracks_per_genre = {g: int(n) for g, n in zip(genres, targets.sum(axis=0))}
+    artists_per_genre = dict(zip(genres, artist_counts(targets, groups)))
+    report, usability = None, ""
+    rows = np.flatnonzero(judged_tracks(targets[trained.heldout], known))
+    scored = trained.heldout[rows]
+    if len(scored):
+        probabilities = trained.heldout_probabilities[rows]
+        report = genre_report(targets[scored], probabilities, genres, strata[scored], threshold, top_k,
+                              [groups[i] for i in scored])
+        usability = check_usability(targets[scored], probabilities, strata[scored], trained.calibration, genres,
+                                    tracks_per_genre, artists_per_genre).line()
+    return {"tracks_per_genre": tracks_per_genre, "artists_per_genre": artists_per_genre,
+            "heldout_tracks": int(len(scored)), "validation": report, "usability": usability}
+
+
+def _check_genres(choice: LabelChoice, min_tracks: int, max_genres: int | None = None) -> None:
     if len(choice.genres) >= 2:
         return
     found = {**{g: n for g, (n, _) in choice.dropped.items()}, **choice.counts}
+    enough = len(choice.counts) + sum(1 for _, why in choice.dropped.values() if "max_genres" in why)
+    if max_genres and enough >= 2:
+        raise TrainingError(f"need at least 2 genres to learn, and --max-genres {max_genres} keeps only "
+                            f"{plural(max_genres, 'genre')} of the {enough} with {min_tracks} or more "
+                            "tagged tracks; use --max-genres 2 or more (0: all)")
     listing = ", ".join(f"{g} ({n})" for g, n in sorted(found.items(), key=lambda kv: -kv[1])[:12]) or "none"
-    raise TrainingError(
-        f"need at least 2 genres with {min_tracks} or more tagged tracks; found: {listing}. "
-        f"Tag more tracks or lower min_tracks (e.g. `-m {max(2, min_tracks // 2)}`)"
-    )
+    ranked = sorted(((g, n) for g, n in found.items() if choice.dropped.get(g, (0, ""))[1] != "not in the whitelist"),
+                    key=lambda kv: -kv[1])
+    if len(ranked) >= 2 and ranked[1][1] >= 2:
+        second = ranked[1][1]
+        learned = sum(1 for _, n in ranked if n >= second)
+        advice = f"Tag more tracks or lower min_tracks (`-m {second}` would learn {plural(learned, 'genre')})"
+    elif len(ranked) >= 2:
+        advice = f"Tag more tracks: the second most common genre, {ranked[1][0]}, has {plural(ranked[1][1], 'track')}"
+    else:
+        advice = "Tag tracks with at least 2 genres"
+    raise TrainingError(f"need at least 2 genres with {min_tracks} or more tagged tracks (min_tracks); found: "
+                        f"{listing}. {advice}")
 
 
 def known_genres(model: GenreModel, values, taxonomy: Taxonomy | None = None) -> list[int]:
@@ -226,12 +274,14 @@ def evaluate_files(
     run: RunConfig | None = None,
     threshold: float = THRESHOLD,
     top_k: int = TOP_K,
+    artists: Sequence | None = None,
 ) -> tuple[dict | None, dict]:
     """Evaluate a model on tagged files it was not trained on.
 
     A file counts when one of its genres is one of the model's genres
     (after the taxonomy) and the model did not learn from its audio,
-    wherever the file lies now.
+    wherever the file lies now. With ``artists`` (each file's), the report
+    counts the artists behind each genre's figures.
 
     Returns
     -------
@@ -256,7 +306,7 @@ def evaluate_files(
         else:
             chosen.append(i)
             truths.append(known)
-    features, rows = [], []
+    features, rows, used = [], [], []
     for position, array, error in extract_features([paths[i] for i in chosen], model.extractor(run.device), run,
                                                    description="evaluate", identities=[identities[i] for i in chosen]):
         if error:
@@ -265,14 +315,16 @@ def evaluate_files(
             features.append(array)
             rows.append(truths[position])
             counts["validation"] += identities[chosen[position]] in validation
+            used.append(chosen[position])
     counts["used"] = len(features)
     if not features:
         return None, counts
     truth = np.zeros((len(rows), len(model.genres)), dtype=bool)
     for row, known in enumerate(rows):
         truth[row, known] = True
+    by_artist = None if artists is None else [artists[i] or f"\0track{i}" for i in used]
     report = genre_report(truth, model.predict_proba(features, run.device), model.genres,
-                          np.array([known[0] for known in rows]), threshold, top_k)
+                          np.array([known[0] for known in rows]), threshold, top_k, by_artist)
     return report, counts
 
 

@@ -6,6 +6,7 @@ import pytest
 from genre_cnn_core.metrics import (
     average_precision,
     calibrate,
+    check_usability,
     expected_calibration_error,
     fit_calibration,
     format_report,
@@ -29,10 +30,10 @@ def test_genre_report_by_hand():
     report = genre_report(truth, p, genres, first=np.array([0, 1, 1, 1]), threshold=0.5, top_k=3)
     # chosen: {a}, {a}, {b, a}, {b}
     assert report["per_genre"]["a"] == {"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2,
-                                        "average_precision": 1.0}
+                                        "artists": None, "average_precision": 1.0}
     assert report["per_genre"]["b"]["precision"] == 1.0 and report["per_genre"]["b"]["recall"] == 2 / 3
     assert report["per_genre"]["c"] == {"precision": None, "recall": None, "f1": None, "support": 0,
-                                        "average_precision": None}
+                                        "artists": None, "average_precision": None}
     assert report["micro_f1"] == pytest.approx(2 * (4 / 5) * (4 / 5) / (8 / 5))
     assert report["macro_f1"] == pytest.approx((0.8 + 0.8) / 2)
     assert report["top1_accuracy"] == 0.75 and report["top1_tracks"] == 4
@@ -93,3 +94,39 @@ def test_grouped_folds_spread_each_genre():
     folds = grouped_folds(strata, groups, 5)
     for genre in range(5):
         assert np.bincount(folds[strata == genre], minlength=5).tolist() == [4] * 5
+
+
+def test_report_counts_artists_per_genre_and_marks_genres_of_few_artists():
+    genres = ["rock", "jazz", "soundtrack"]
+    truth = np.array([[1, 0, 0]] * 3 + [[0, 1, 0]] * 3, bool)
+    p = np.where(truth, 0.8, 0.1)
+    artists = ["r1", "r2", "r3", "j1", "j1", "j2"]
+    report = genre_report(truth, p, genres, truth.argmax(axis=1), 0.7, 1, artists)
+    assert [report["per_genre"][g]["artists"] for g in genres] == [3, 2, 0]
+    assert report["threshold"] == 0.7 and report["top_k"] == 1
+    text = format_report(report, genres, {"rock": 3, "jazz": 3, "soundtrack": 12}, "held-out tracks",
+                         {"rock": 3, "jazz": 2, "soundtrack": 1})
+    rows = {line.split()[1]: line for line in text.splitlines() if line.split()[0].isdigit() and "tracks" in line}
+    assert "12 tracks, 1 artist" in rows["soundtrack"] and "3 tracks, 2 artists" in rows["jazz*"]
+    assert "rock*" not in text and "jazz*" in text
+    assert "not scored: soundtrack (played by one artist only" in text
+    assert "threshold 0.7, at most 1 (top_k)" in text
+
+
+def test_usability_check_fires_on_a_collapsed_head_and_names_the_one_artist_genre():
+    genres = ["rock", "jazz", "pop", "soundtrack"]
+    first = np.repeat([0, 1, 2], 20)
+    truth = np.eye(4, dtype=bool)[first]
+    guessed = np.where(np.arange(60) % 3 == 0, first, (first + 1) % 3)  # right for a third of the tracks
+    collapsed = np.full((60, 4), 0.28) + np.eye(4)[guessed] * 0.03
+    tracks, artists = {"rock": 20, "jazz": 20, "pop": 20, "soundtrack": 12}, {"rock": 6, "jazz": 5, "pop": 7,
+                                                                             "soundtrack": 1}
+    found = check_usability(truth, collapsed, first, [0.136, -0.5], genres, tracks, artists)
+    assert not found.usable and len(found.problems) == 3  # spread, slope, no better than the biggest genre
+    assert found.cause == "soundtrack: 12 tracks, all by one artist"
+    line = found.line()
+    assert "\n" not in line and "calibration slope 0.136" in line and "train again" in line
+
+    healthy = np.where(truth, 0.9, 0.05)
+    healthy[::5] = np.where(truth[::5], 0.4, 0.3)  # some unsure tracks
+    assert check_usability(truth, healthy, first, [1.5, 1.0], genres, tracks, artists).usable

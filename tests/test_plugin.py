@@ -46,7 +46,7 @@ class TestTrainAndPredict(CnnGenreHelper):
         out = capsys.readouterr().out
         model_path = os.path.join(self.config.config_dir(), "cnngenre", "model.safetensors")
         assert os.path.exists(model_path)
-        assert "tracks per genre: " in out and "techno 8" in out and "chiptune 8" in out
+        assert "tracks (artists) per genre: " in out and "techno 8 (4)" in out and "chiptune 8 (4)" in out
         assert "micro-F1" in out and "mAP" in out and "saved scratch-" in out
         assert "24 tracks trained on" in out
 
@@ -137,9 +137,48 @@ class TestErrors(CnnGenreHelper):
         assert not os.path.exists(tmp_path / "nowhere")
 
     def test_too_few_genres(self, library_files):
-        self.add_files(library_files[:9])  # 8 techno, 1 ambient
-        with pytest.raises(UserError, match=r"need at least 2 genres with 10 or more .*techno \(8\).*min_tracks"):
+        self.add_files(library_files[:9])  # 8 techno (2 of them also electronic), 1 ambient
+        with pytest.raises(UserError, match=r"need at least 2 genres with 10 or more .*min_tracks.*techno \(8\)"
+                                            r".*`-m 2` would learn 2 genres"):
             self.run_command("cnngenre", "-t", "-b", "scratch")
+        self.lib.items("genres:electronic").get().remove()
+        with pytest.raises(UserError, match=r"the second most common genre, \w+, has 1 track$"):
+            self.run_command("cnngenre", "-t", "-b", "scratch")
+
+    def test_min_tracks_advice_names_a_value_that_would_work(self, library_files):
+        self.add_files(library_files)  # 8 tracks of each of 3 genres
+        with pytest.raises(UserError, match=r"`-m 8` would learn 3 genres"):
+            self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "200")
+
+    def test_max_genres_1_names_max_genres_as_the_cause(self, library_files):
+        self.add_files(library_files)
+        with pytest.raises(UserError, match=r"--max-genres 1 keeps only 1 genre of the 3 with 4 or more .*"
+                                            r"--max-genres 2 or more"):
+            self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "--max-genres", "1")
+
+    def test_threshold_and_top_k_reach_the_training_report(self, library_files, capsys):
+        self.add_files(library_files)
+        self.config["cnngenre"]["threshold"] = 0.9
+        self.config["cnngenre"]["top_k"] = 1
+        self.run_command("cnngenre", "-t", "-p", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1")
+        out = capsys.readouterr().out
+        assert "threshold 0.9, at most 1 (top_k)" in out
+
+    def test_a_model_that_looks_unusable_is_not_saved_without_f(self, library_files, capsys, caplog,
+                                                                monkeypatch):
+        import genre_cnn_core.pipeline as pipeline
+
+        line = "the model looks unusable: scores hardly spread. Likely cause: x: 12 tracks, all by one artist"
+        real = pipeline.training_report
+        monkeypatch.setattr(pipeline, "training_report", lambda *a, **k: {**real(*a, **k), "usability": line})
+        self.add_files(library_files)
+        model_path = os.path.join(self.config.config_dir(), "cnngenre", "model.pt")
+        with pytest.raises(UserError, match=r"not saved: the model looks unusable .* -f saves it anyway"):
+            self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1")
+        assert not os.path.exists(model_path)
+        assert line in caplog.text
+        self.run_command("cnngenre", "-t", "-f", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1")
+        assert os.path.exists(model_path) and "saved scratch-" in capsys.readouterr().out
 
     def test_incompatible_model(self, library_files, tmp_path):
         from safetensors.numpy import save_file
@@ -326,6 +365,9 @@ class TestEvaluateAndPlots(CnnGenreHelper):
         out = capsys.readouterr().out
         assert "evaluating scratch-" in out and f"on {len(held) + validation} items (" in out
         assert "micro-F1" in out and "expected calibration error" in out and "confusion" in out
+        header = next(line for line in out.splitlines() if line.startswith("genre "))
+        assert header.split()[-1] == "artists"  # 3 held-out tracks of 2 artists per genre: all marked
+        assert "* scored on tracks of fewer than 3 artists" in out
 
     @needs_torch  # trains the scratch CNN
     def test_a_plot_that_cannot_be_written_is_a_warning(self, library_files, monkeypatch, caplog, capsys):

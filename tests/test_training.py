@@ -80,3 +80,83 @@ def test_schedule_is_shortened_only_when_the_pace_overruns_the_budget():
     assert fit_to_budget(planned=100, done=10, elapsed=12.0, budget=10.0) == 10
     # A slow first step (a fresh process sets up its kernels) is not taken as the pace.
     assert fit_to_budget(planned=600, done=1, elapsed=1.65, budget=150.0) == 600
+
+
+def test_a_one_artist_genre_leaves_the_other_genres_spread_and_calibrated(library_files, feature_cache):
+    """A genre all of whose tracks are by one artist (over min_tracks): the head that holds that artist out
+    cannot know it. Scored as certain misses, those tracks collapsed the one calibration (every score
+    about the same); they are now learned but left out of the penalty choice, the calibration and the
+    report of the other genres."""
+    from genre_cnn_core import RunConfig, train_on_files
+    from genre_cnn_core.backbones.musicnn import MusicnnBackbone, MusicnnExtractor
+    from genre_cnn_core.extract import extract_features
+    from genre_cnn_core.metrics import SLOPE_RANGE
+
+    paths = [str(p) for p, _ in library_files]
+    genres = [g for _, g in library_files]
+    lonely = genres[-1]
+    artists = [f"{g} soloist" if g == lonely else f"{g} artist {i // 2}" for i, g in enumerate(genres)]
+    model, _, failures = train_on_files(paths, genres, artists, backbone="musicnn", min_tracks=4,
+                                        run=RunConfig(feature_cache, device="cpu"), log=lambda line: None)
+    assert not failures
+    meta = model.metadata
+    assert meta["artists_per_genre"][lonely] == 1 and meta["tracks_per_genre"][lonely] == 8
+    assert meta["validation"]["per_genre"][lonely]["support"] == 0  # not scored, rather than scored as missed
+    assert meta["usability"] == ""
+    assert SLOPE_RANGE[0] <= model.calibration[0] <= SLOPE_RANGE[1]
+    others = [i for i, g in enumerate(genres) if g != lonely]
+    heldout = model.heldout()
+    ids = model.heldout_ids
+    top = np.array([np.nanmax(heldout[ids[i]]) for i in others])
+    assert np.percentile(top, 90) - np.percentile(top, 10) >= 0.1 or top.min() >= 0.8
+    assert meta["validation"]["top1_accuracy"] >= 0.8
+    scores = model.predict_proba([f for _, f, _ in extract_features(paths, MusicnnExtractor(
+        MusicnnBackbone.default_settings), RunConfig(feature_cache, device="cpu"))])
+    assert (scores.max(axis=1) >= 0.5).mean() >= 0.8  # -g would apply genres to confident items
+
+    # The same tracks scored on every out-of-fold pair, as before: the collapse this guards against.
+    x = np.stack([f for _, f, _ in sorted(extract_features(paths, MusicnnExtractor(
+        MusicnnBackbone.default_settings), RunConfig(feature_cache, device="cpu")), key=lambda r: r[0])]).astype(np.float64)
+    names = sorted(set(genres))
+    strata = np.array([names.index(g) for g in genres])
+    before = train_linear_head(x, np.eye(len(names), dtype=bool)[strata], strata, artists, offset=x.shape[1] - 50,
+                               scoring="all")
+    assert before.calibration[0] < SLOPE_RANGE[0]
+
+
+def test_judged_pairs_leave_out_genres_the_fold_could_not_know():
+    from genre_cnn_core.linear_head import fold_known, judged_pairs
+
+    targets = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1]], bool)
+    folds = np.array([0, 1, 2, 0])  # fold 0's head learns only genres 1 and 2, fold 1's only 0 and 2
+    known = fold_known(targets, folds)
+    assert known.tolist() == [[False, True, True], [True, False, True], [True, True, True],
+                              [False, True, True]]
+    judged = judged_pairs(targets, known)
+    assert judged.tolist() == [[False] * 3, [False] * 3, [True] * 3, [False] * 3]
+    assert judged_pairs(targets, known, "known").tolist() == known.tolist()
+    assert judged_pairs(targets, known, "all").all()
+
+
+def test_head_chooses_its_input_with_its_penalty():
+    # The first four features are noise, the last four carry the genre: the head reading the last four wins.
+    rng = np.random.default_rng(3)
+    strata = np.repeat([0, 1], 40)
+    x = np.hstack([rng.normal(size=(80, 4)) * 3, rng.normal(size=(80, 4)) * 0.5 + strata[:, None]])
+    truth = np.eye(2, dtype=bool)[strata]
+    groups = [f"a{i // 2}" for i in range(80)]
+    chosen = train_linear_head(x, truth, strata, groups, offset=[4, 0])
+    assert chosen.offset == 4 and chosen.head.architecture["in_dim"] == 4
+
+
+def test_many_features_are_fitted_in_the_span_of_the_tracks_to_the_same_head():
+    import genre_cnn_core.linear_head as linear_head
+
+    rng = np.random.default_rng(0)
+    strata = rng.integers(0, 3, 30)
+    x = rng.normal(size=(30, 80)) + strata[:, None] * 0.3
+    truth = np.eye(3, dtype=bool)[strata]
+    reduced = fit_head(x, truth, strata, 1.0)
+    direct = linear_head.fit_head(np.vstack([x] * 3), np.vstack([truth] * 3), np.concatenate([strata] * 3), 3.0)
+    # Three copies of each track with three times the penalty: the same optimum, fitted without the basis.
+    np.testing.assert_allclose(reduced.logits(x), direct.logits(x), atol=0.05)  # to L-BFGS's tolerance

@@ -266,6 +266,7 @@ class CnnGenrePlugin(BeetsPlugin):
 
     def train(self, lib, opts, args, settings: Settings):
         from genre_cnn_core import TrainConfig, format_report, train_on_files
+        from genre_cnn_core.metrics import plural
 
         started = time.perf_counter()
         items, genres = self.tagged_items(lib, args, opts.album, settings)
@@ -289,26 +290,34 @@ class CnnGenrePlugin(BeetsPlugin):
             config=train_config,
             run=run,
             log=lambda line: self._log.info("{}", line),
+            threshold=settings.threshold,
+            top_k=settings.top_k,
         )
         for failure in failures:
             self._log.warning("{}: {}", items[failure.index].filepath, failure.reason)
         if choice.dropped:
-            ui.print_("cnngenre: left out: "
-                      + ", ".join(f"{g} ({n} tracks, {why})" for g, (n, why) in choice.dropped.items()))
+            ui.print_("cnngenre: left out: " + ", ".join(f"{g} ({plural(n, 'track')}, {why})"
+                                                         for g, (n, why) in choice.dropped.items()))
         for genre, children in model.metadata["from_children"].items():
             ui.print_(f"{genre}: learned from its sub-genres only ({', '.join(children)})")
         meta = model.metadata
-        ui.print_("tracks per genre: " + ", ".join(f"{g} {n}" for g, n in meta["tracks_per_genre"].items()))
+        ui.print_("tracks (artists) per genre: " + ", ".join(f"{g} {n} ({meta['artists_per_genre'][g]})"
+                                                               for g, n in meta["tracks_per_genre"].items()))
         if meta["validation"]:
             ui.print_(format_report(meta["validation"], model.genres, meta["tracks_per_genre"],
-                                    model.backbone.heldout_tracks))
+                                    model.backbone.heldout_tracks, meta["artists_per_genre"]))
         else:
             ui.print_("no validation report: too few artists to hold any out")
         summary = (f"{len(model.genres)} genres, {meta['train_tracks']} tracks trained on, {len(failures)} failed, "
                    f"{time.perf_counter() - started:.1f} s")
+        if meta["usability"]:
+            self._log.warning("{}", meta["usability"])
         if opts.pretend:
             ui.print_(f"cnngenre: trained {model.model_id} ({summary}); not saved (-p)")
             return
+        if meta["usability"] and not opts.force:
+            raise ui.UserError(f"cnngenre: not saved: the model looks unusable (see above); {settings.model} is "
+                               "unchanged. -f saves it anyway")
         try:
             model.save(settings.model)
         except OSError as error:
@@ -346,7 +355,8 @@ class CnnGenrePlugin(BeetsPlugin):
         items, genres = self.tagged_items(lib, args, opts.album, settings)
         report, counts = evaluate_files(
             model, [str(item.filepath) for item in items], genres, taxonomy=genre_taxonomy(settings),
-            run=self.run_config(settings), threshold=settings.threshold, top_k=settings.top_k)
+            run=self.run_config(settings), threshold=settings.threshold, top_k=settings.top_k,
+            artists=[item.artist or item.albumartist for item in items])
         validation = (f" ({counts['validation']} of them its validation tracks, which its calibration was "
                       "fitted on)" if counts["validation"] else "")
         ui.print_(f"cnngenre: evaluating {model.model_id} on {counts['used']} items{validation}; left out: "

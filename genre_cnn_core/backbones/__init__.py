@@ -61,8 +61,11 @@ class TrainConfig:
         Artist-grouped folds of the pretrained backbones' head: every
         track is predicted once by a head that never heard its artist.
     head_tags : int
-        The musicnn head reads only the last ``head_tags`` embedding
-        features (musicnn's 50 tag probabilities); 0 reads the whole embedding.
+        The musicnn head's ``"tags"`` input: the last ``head_tags`` embedding
+        features (musicnn's 50 tag probabilities).
+    head_inputs : tuple of str
+        The inputs the musicnn head chooses among, with its penalty, on the
+        artist-grouped folds: ``"tags"``, ``"tags+pooled"`` (the whole embedding).
     seed : int
         Seed of the splits, initialisation and sampling.
     mixup : float
@@ -80,6 +83,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     folds: int = 5
     head_tags: int = 50
+    head_inputs: tuple = ("tags", "tags+pooled")
     seed: int = 0
     mixup: float = 0.4
     network: dict = dataclasses.field(default_factory=lambda: {"channels": [32, 64, 128]})

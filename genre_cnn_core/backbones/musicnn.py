@@ -3,8 +3,9 @@
 
 A track's features are musicnn's outputs averaged over a few 3 s patches
 spread over the track: the temporal mean and max of its mid-level
-features and its 50 tag probabilities. Only the head is trained, on the
-tag probabilities (they beat the pooled features, bench/RESULTS.md).
+features and its 50 tag probabilities. Only the head is trained; it reads the tag
+probabilities, or the whole embedding where that predicts the held-out
+artists better (chosen with its penalty, bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -114,13 +115,18 @@ class MusicnnBackbone(Backbone):
         from ..devices import compute_threads
 
         x = np.asarray(np.stack(features), dtype=np.float32)
-        offset = x.shape[1] - config.head_tags if config.head_tags else 0
+        offsets = {"tags": x.shape[1] - config.head_tags, "tags+pooled": 0}
+        unknown = set(config.head_inputs) - set(offsets)
+        if unknown or not config.head_inputs:
+            raise ValueError(f"head inputs {sorted(unknown) or '()'}: choose among {', '.join(offsets)}")
         with compute_threads(1):  # small problems: one thread is fastest, and idle workers' threads may spin
-            found = train_linear_head(x, targets, strata, groups, config.folds, offset, config.seed)
-        log(f"head: L2 penalty {found.penalty:g} chosen on {found.folds} artist-grouped folds")
+            found = train_linear_head(x, targets, strata, groups, config.folds,
+                                      [offsets[name] for name in config.head_inputs], config.seed)
+        head_input = next(name for name in config.head_inputs if offsets[name] == found.offset)
+        log(f"head: input {head_input}, L2 penalty {found.penalty:g}, chosen on {found.folds} artist-grouped folds")
         return TrainedHead(found.head.weights(), found.head.architecture, found.calibration, found.heldout,
                            found.heldout_probabilities, found.heldout_known,
-                           {"l2_penalty": found.penalty, "folds": found.folds})
+                           {"l2_penalty": found.penalty, "folds": found.folds, "head_input": head_input})
 
     def logits(self, weights, architecture, features, device="cpu"):
         return LinearHead.from_weights(weights, architecture).logits(np.stack(features))
