@@ -342,9 +342,10 @@ def check_usability(truth: np.ndarray, probabilities: np.ndarray, first: np.ndar
                     genres, tracks_per_genre: dict, artists_per_genre: dict) -> Usability:
     """Check held-out predictions for the signs of a collapsed head.
 
-    The primary genre's probabilities must spread (the tenth to ninetieth
-    percentile at least :data:`MIN_SPREAD` apart, unless nearly all are
-    sure), the calibration slope
+    The primary genre's probabilities must spread: the tenth to ninetieth
+    percentile at least half :data:`MIN_SPREAD` apart (unless nearly all
+    are sure), and :data:`MIN_SPREAD` apart when all are under 0.5 (``-g``
+    would apply nothing); the calibration slope
     lie in :data:`SLOPE_RANGE`, and the primary genre be right at least
     :data:`MIN_GAIN_OVER_MAJORITY` more often than always answering the
     most common first genre.
@@ -366,7 +367,9 @@ def check_usability(truth: np.ndarray, probabilities: np.ndarray, first: np.ndar
     problems = []
     if len(probabilities) >= 2:
         low, high = np.percentile(probabilities.max(axis=1), [10, 90])
-        if high - low < MIN_SPREAD and high < 1 - MIN_SPREAD:  # all sure is not a collapse
+        spread = high - low
+        # Collapsed: nearly all the same (unless all sure), or close together and all unsure.
+        if (spread < MIN_SPREAD / 2 and high < 1 - MIN_SPREAD / 2) or (spread < MIN_SPREAD and high < 0.5):
             problems.append(f"scores hardly spread (80% of held-out tracks' top scores between {low:.2f} and "
                             f"{high:.2f})")
     slope = float(calibration[0])
