@@ -177,6 +177,7 @@ class TestErrors(CnnGenreHelper):
             self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1")
         assert not os.path.exists(model_path)
         assert line in caplog.text
+        # -f: a model of an epoch or two is one the usability check calls unusable; -t saves it only when forced
         self.run_command("cnngenre", "-t", "-f", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1")
         assert os.path.exists(model_path) and "saved scratch-" in capsys.readouterr().out
 
@@ -317,7 +318,7 @@ class TestFeatureCacheUnderBeetsDefaults(CnnGenreHelper):
     @needs_torch  # trains the scratch CNN
     def test_eval_recognises_training_tracks_after_a_move(self, library_files, heldout_files, capsys):
         items = self.add_files(library_files)
-        self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "-e", "2", "-j", "1")
+        self.run_command("cnngenre", "-t", "-f", "-b", "scratch", "-m", "4", "-e", "2", "-j", "1")
         from beets.util import MoveOperation
 
         for item in items:
@@ -346,7 +347,7 @@ class TestEvaluateAndPlots(CnnGenreHelper):
     @needs_torch  # trains the scratch CNN
     def test_training_writes_plots_and_eval_skips_training_tracks(self, library_files, heldout_files, capsys):
         train_items = self.add_files(library_files)
-        self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "-e", "8", "-j", "1")
+        self.run_command("cnngenre", "-t", "-f", "-b", "scratch", "-m", "4", "-e", "8", "-j", "1")
         out = capsys.readouterr().out
         stem = os.path.join(self.config.config_dir(), "cnngenre", "model")
         assert os.path.getsize(stem + ".confusion.png") > 1000 and os.path.getsize(stem + ".training.png") > 1000
@@ -376,7 +377,7 @@ class TestEvaluateAndPlots(CnnGenreHelper):
 
         monkeypatch.setattr(genre_cnn_core, "save_confusion_matrix", full_disk)
         self.add_files(library_files)
-        self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1")
+        self.run_command("cnngenre", "-t", "-f", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1")
         assert "saved scratch-" in capsys.readouterr().out
         assert any("plot could not be written" in r.getMessage() for r in caplog.records)
 

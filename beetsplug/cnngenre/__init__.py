@@ -315,7 +315,7 @@ class CnnGenrePlugin(BeetsPlugin):
         if opts.pretend:
             ui.print_(f"cnngenre: trained {model.model_id} ({summary}); not saved (-p)")
             return
-        if meta["usability"] and not opts.force:
+        if meta["usability"] and not settings.force:
             raise ui.UserError(f"cnngenre: not saved: the model looks unusable (see above); {settings.model} is "
                                "unchanged. -f saves it anyway")
         try:
