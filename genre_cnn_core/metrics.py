@@ -387,11 +387,15 @@ def check_usability(truth: np.ndarray, probabilities: np.ndarray, first: np.ndar
     lonely = [g for g in genres if artists_per_genre.get(g) == 1]
     few = [g for g in genres if artists_per_genre.get(g, 0) == 2]
     if lonely:
-        cause = "; ".join(f"{g}: {plural(tracks_per_genre[g], 'track')}, all by one artist" for g in lonely)
+        cause = "; ".join(f"{g}: {plural(tracks_per_genre[g], 'track')}, all by one artist" for g in lonely[:3])
+        if len(lonely) > 3:
+            cause += f"; and {plural(len(lonely) - 3, 'other genre')} of one artist"
         advice = ("Tag tracks of other artists with " + ("that genre" if len(lonely) == 1 else "those genres")
                   + ", or leave it out of training (a whitelist, or a higher -m), and train again")
     elif few:
-        cause = "; ".join(f"{g}: {plural(tracks_per_genre[g], 'track')} by 2 artists" for g in few)
+        cause = "; ".join(f"{g}: {plural(tracks_per_genre[g], 'track')} by 2 artists" for g in few[:3])
+        if len(few) > 3:
+            cause += f"; and {plural(len(few) - 3, 'other genre')} of 2 artists"
         advice = "Tag tracks of more artists with those genres, or leave them out (a higher -m), and train again"
     else:
         cause = "the tagged genres are not told apart by the audio, or the tags disagree with it"
