@@ -41,7 +41,10 @@ def main(argv=None):
     model.metadata["training_data"] = (f"GTZAN (Tzanetakis 2002), the {len(rows)} clips of shared/data/gtzan-dev, "
                                        "artist groups from Sturm's analysis")
     print(format_report(model.metadata["validation"], model.genres, model.metadata["tracks_per_genre"],
-                        scope="held-out clips (each predicted by a head that never heard its artist group)"))
+                        scope="held-out clips (each predicted by a head that never heard its artist group)",
+                        artists_per_genre=model.metadata["artists_per_genre"]))
+    if model.metadata["usability"]:
+        sys.exit(f"not saved: {model.metadata['usability']}")
     model.save(args.output)
     print(f"saved {model.model_id} to {args.output} ({os.path.getsize(args.output)} bytes)")
 

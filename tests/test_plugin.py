@@ -172,7 +172,7 @@ class TestErrors(CnnGenreHelper):
         real = pipeline.training_report
         monkeypatch.setattr(pipeline, "training_report", lambda *a, **k: {**real(*a, **k), "usability": line})
         self.add_files(library_files)
-        model_path = os.path.join(self.config.config_dir(), "cnngenre", "model.pt")
+        model_path = os.path.join(self.config.config_dir(), "cnngenre", "model.safetensors")
         with pytest.raises(UserError, match=r"not saved: the model looks unusable .* -f saves it anyway"):
             self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "-e", "1", "-j", "1")
         assert not os.path.exists(model_path)
