@@ -8,7 +8,7 @@ disco, hip-hop, jazz, metal, pop, reggae, rock), artists grouped as in its
     python scripts/train_default_model.py ../shared/data/gtzan-dev
 
 It goes through the same code as ``beet cnngenre -t`` and writes
-``genre_cnn_core/data/default_model.safetensors`` (a few KB: only the head).
+``genre_cnn_core/data/default_model.safetensors`` (about 90 KB: only the head, which may read the whole embedding).
 """
 
 import argparse
