@@ -247,6 +247,18 @@ def track_embeddings(forward, patches: np.ndarray) -> np.ndarray:
     return per_patch.reshape(len(patches), patches.shape[1], -1).mean(1).astype(np.float16)
 
 
+def head_to_head(first, second, patches: np.ndarray, rounds: int) -> tuple[float, float, float]:
+    """Medians of ms per patch of two forwards timed in alternation (one pass each per round, the order
+    swapped every round), and the median of the rounds' ratios ``second / first``: a load that drifts
+    during the run weighs on both alike."""
+    times: dict = {first: [], second: []}
+    for index in range(rounds):
+        for forward in ((first, second) if index % 2 == 0 else (second, first)):
+            times[forward].append(per_patch_ms(forward, patches, 1))
+    ratios = [b / a for a, b in zip(times[first], times[second])]
+    return statistics.median(times[first]), statistics.median(times[second]), statistics.median(ratios)
+
+
 def threads_ms(forward, patches: np.ndarray, threads: int, busy_core: bool, repeats: int) -> float:
     """ms per patch of ``forward`` with ``threads`` BLAS threads, another process spinning or not."""
     from threadpoolctl import threadpool_limits
@@ -301,6 +313,17 @@ def main(argv=None) -> None:
         rows += [[name, "not measured", "", "", why] for name, why in missing.items()]
 
         shipped = found["numpy, dead filters pruned (shipped)"]
+        onnx_pruned = found.get("ONNX Runtime float32, dead filters pruned")
+        if onnx_pruned is not None:
+            with threadpool_limits(limits=1):
+                numpy_ms, onnx_ms, ratio = head_to_head(shipped, onnx_pruned, patches, 4 * args.repeats)
+            head_text = (f"\n\nThe pruned network, numpy (shipped) against ONNX Runtime, timed in alternation "
+                         f"({4 * args.repeats} rounds of one pass each, one thread): numpy {numpy_ms:.1f} ms, "
+                         f"ONNX Runtime {onnx_ms:.1f} ms per patch; median ratio ONNX Runtime ÷ numpy "
+                         f"{ratio:.2f}.")
+            print(head_text.strip())
+        else:
+            head_text = ""
         thread_rows = []
         for busy_core in (False, True):
             one, two = (threads_ms(shipped, patches, n, busy_core, args.repeats) for n in (1, 2))
@@ -316,7 +339,7 @@ def main(argv=None) -> None:
             "\"top-1 same\": the default model's primary genre on the lever's per-track embeddings (float16, as "
             "cached) equals the one on the float32 torch network's; \"tag diff\": the largest difference of a "
             "tag probability.\n\n"
-            + results.table(["lever", "per patch", "vs round 1", "top-1 same", "tag diff"], rows)
+            + results.table(["lever", "per patch", "vs round 1", "top-1 same", "tag diff"], rows) + head_text
             + "\n\nThe shipped network (numpy, dead filters pruned), 1 against 2 BLAS threads:\n\n"
             + results.table(["machine", "1 thread", "2 threads", "2 ÷ 1"], thread_rows)
             + "\n\nThe product runs one BLAS thread per worker (`devices.compute_threads`), one worker per "
