@@ -126,11 +126,7 @@ def audio_identity(path) -> str:
     """
     with open_regular(path) as file:
         handle = _Reader(file)
-        try:
-            layout = _layout(handle, handle.size)
-        except (_Malformed, ValueError, OverflowError, IndexError):
-            layout = _Layout("file", b"", ((0, handle.size),))
-        return _digest(handle, layout)
+        return _digest(handle, _audio_layout(handle))
 
 
 def payload_bytes(path) -> int:
@@ -143,11 +139,15 @@ def payload_bytes(path) -> int:
         As :func:`audio_identity`.
     """
     with open_regular(path) as file:
-        handle = _Reader(file)
-        try:
-            return sum(length for _, length in _layout(handle, handle.size).spans)
-        except (_Malformed, ValueError, OverflowError, IndexError):
-            return handle.size
+        return sum(length for _, length in _audio_layout(_Reader(file)).spans)
+
+
+def _audio_layout(handle) -> _Layout:
+    """Where a file's audio payload lies; the whole file when its container cannot be parsed."""
+    try:
+        return _layout(handle, handle.size)
+    except (_Malformed, ValueError, OverflowError, IndexError):
+        return _Layout("file", b"", ((0, handle.size),))
 
 
 def container_problem(path) -> str | None:

@@ -12,11 +12,19 @@ from collections import Counter
 import numpy as np
 
 
-def _members(groups) -> dict:
+def _shuffled_groups(groups, seed: int) -> tuple[dict, list]:
+    """Each group's track indices, and the groups in a random order drawn from ``seed``."""
     members: dict = {}
     for i, group in enumerate(groups):
         members.setdefault(group, []).append(i)
-    return members
+    order = list(members)
+    np.random.default_rng(seed).shuffle(order)
+    return members, order
+
+
+def _main_stratum(strata: np.ndarray, index) -> int:
+    """The genre most of a group's tracks balance by."""
+    return Counter(strata[index].tolist()).most_common(1)[0][0]
 
 
 def grouped_split(strata, groups, val_fraction: float = 0.2, seed: int = 0):
@@ -42,9 +50,7 @@ def grouped_split(strata, groups, val_fraction: float = 0.2, seed: int = 0):
         Indices of training and validation tracks.
     """
     strata = np.asarray(strata)
-    members = _members(groups)
-    order = list(members)
-    np.random.default_rng(seed).shuffle(order)
+    members, order = _shuffled_groups(groups, seed)
     totals = Counter(strata.tolist())
     artists_per_genre = Counter()
     for group in order:
@@ -54,7 +60,7 @@ def grouped_split(strata, groups, val_fraction: float = 0.2, seed: int = 0):
     val = []
     for group in order:
         index = members[group]
-        genre = Counter(strata[index].tolist()).most_common(1)[0][0]
+        genre = _main_stratum(strata, index)
         wanted = math.floor(val_fraction * totals[genre] + 0.5)
         fits = held[genre] == 0 or held[genre] + len(index) <= wanted
         if (held[genre] < wanted and fits and held_artists[genre] + 1 < artists_per_genre[genre]
@@ -91,16 +97,14 @@ def grouped_folds(strata, groups, n_folds: int = 5, seed: int = 0) -> np.ndarray
         Fold of each track, ``0 .. n_folds - 1``.
     """
     strata = np.asarray(strata)
-    members = _members(groups)
-    order = list(members)
-    np.random.default_rng(seed).shuffle(order)
+    members, order = _shuffled_groups(groups, seed)
     order.sort(key=lambda g: -len(members[g]))  # stable: random among equal sizes
     per_genre = np.zeros((n_folds, int(strata.max(initial=0)) + 1), dtype=int)
     sizes = np.zeros(n_folds, dtype=int)
     folds = np.zeros(len(strata), dtype=int)
     for group in order:
         index = members[group]
-        genre = Counter(strata[index].tolist()).most_common(1)[0][0]
+        genre = _main_stratum(strata, index)
         fold = min(range(n_folds), key=lambda f: (per_genre[f, genre], sizes[f], f))
         folds[index] = fold
         per_genre[fold, genre] += len(index)
