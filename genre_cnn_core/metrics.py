@@ -302,7 +302,9 @@ def _text(value, form: str) -> str:
 
 #: Bounds of the usability check (bench/RESULTS.md, "Long-tailed taxonomies", gives the healthy range).
 MIN_SPREAD = 0.1
-SLOPE_RANGE = (0.3, 10.0)
+#: A slope under this flattens every score towards one value (a collapse); a large one only sharpens
+#: underconfident scores (a scratch CNN on a small validation split), which is no fault.
+MIN_SLOPE = 0.3
 MIN_GAIN_OVER_MAJORITY = 0.1
 
 
@@ -346,7 +348,7 @@ def check_usability(truth: np.ndarray, probabilities: np.ndarray, first: np.ndar
     percentile at least half :data:`MIN_SPREAD` apart (unless nearly all
     are sure), and :data:`MIN_SPREAD` apart when all are under 0.5 (``-g``
     would apply nothing); the calibration slope
-    lie in :data:`SLOPE_RANGE`, and the primary genre be right at least
+    be at least :data:`MIN_SLOPE`, and the primary genre be right at least
     :data:`MIN_GAIN_OVER_MAJORITY` more often than always answering the
     most common first genre.
 
@@ -373,8 +375,8 @@ def check_usability(truth: np.ndarray, probabilities: np.ndarray, first: np.ndar
             problems.append(f"scores hardly spread (80% of held-out tracks' top scores between {low:.2f} and "
                             f"{high:.2f})")
     slope = float(calibration[0])
-    if not SLOPE_RANGE[0] <= slope <= SLOPE_RANGE[1]:
-        problems.append(f"calibration slope {slope:.3g} outside {SLOPE_RANGE[0]:g}..{SLOPE_RANGE[1]:g}")
+    if slope < MIN_SLOPE:
+        problems.append(f"calibration slope {slope:.3g} under {MIN_SLOPE:g}")
     if len(first):
         accuracy = float((probabilities.argmax(axis=1) == first).mean())
         counts = np.bincount(first, minlength=len(genres))
