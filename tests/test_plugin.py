@@ -156,6 +156,7 @@ class TestErrors(CnnGenreHelper):
                                             r"--max-genres 2 or more"):
             self.run_command("cnngenre", "-t", "-b", "scratch", "-m", "4", "--max-genres", "1")
 
+    @needs_torch  # trains the scratch CNN
     def test_threshold_and_top_k_reach_the_training_report(self, library_files, capsys):
         self.add_files(library_files)
         self.config["cnngenre"]["threshold"] = 0.9
@@ -164,6 +165,7 @@ class TestErrors(CnnGenreHelper):
         out = capsys.readouterr().out
         assert "threshold 0.9, at most 1 (top_k)" in out
 
+    @needs_torch  # trains the scratch CNN
     def test_a_model_that_looks_unusable_is_not_saved_without_f(self, library_files, capsys, caplog,
                                                                 monkeypatch):
         import genre_cnn_core.pipeline as pipeline
