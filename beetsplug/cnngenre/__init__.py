@@ -6,7 +6,8 @@ albums, options and fields onto it: :mod:`.settings` (configuration and the
 genre taxonomy it names), :mod:`.fields` (what a prediction becomes on items
 and albums, what ``-g`` and ``--remove`` change), :mod:`.storage` (transactions),
 :mod:`.writing` (tag writes), :mod:`.report` (what a run prints),
-:mod:`.library_page` (``--report``), and here the command and the import hook. Nothing heavy is
+:mod:`.library_page` (``--report``), :mod:`.training` (``-t``, ``--eval``),
+:mod:`.suspects` (``--suspects``), and here the command and the import hook. Nothing heavy is
 imported until the command runs, so every other ``beet`` command stays fast.
 """
 
@@ -27,6 +28,7 @@ from beets.library import Item
 from beets.plugins import BeetsPlugin
 from beets.ui import Subcommand, should_write
 
+from . import suspects, training
 from .fields import (
     ALBUM_TYPES,
     ITEM_TYPES,
@@ -36,17 +38,17 @@ from .fields import (
     field,
     is_predicted,
     item_fields,
+    matched_items,
     own,
     parse_scores,
     removal,
     sort_genre,
     spellings,
-    training_genres,
 )
 from .library_page import DEFAULT_FILE, take_file, write_report
-from .report import Report, label
+from .report import Report
 from .settings import DEFAULTS, Settings, genre_taxonomy, read_settings
-from .storage import Batch, all_or_nothing, holds, upgrade_album_fields
+from .storage import Batch, holds, upgrade_album_fields
 from .writing import add_prediction_tags, mark_written, register_media_fields
 
 
@@ -195,11 +197,11 @@ class CnnGenrePlugin(BeetsPlugin):
         try:
             with _sigterm_as_interrupt():
                 if opts.train:
-                    self.train(lib, opts, args, settings)
+                    training.train(self, lib, opts, args, settings)
                 elif opts.evaluate:
-                    self.evaluate(lib, opts, args, settings)
+                    training.evaluate(self, lib, opts, args, settings)
                 elif opts.suspects:
-                    self.suspects(lib, opts, args, settings)
+                    suspects.suspects(self, lib, opts, args, settings)
                 elif opts.prune_cache:
                     self.prune_cache(lib, settings, pretend=opts.pretend)
                 elif opts.report:
@@ -207,7 +209,7 @@ class CnnGenrePlugin(BeetsPlugin):
                         objects = lib.albums(args) if opts.album else lib.items(args)
                         self.predict(lib, list(objects), settings, albums=opts.album,
                                      write=should_write(opts.write))
-                    write_report(self, lib, _items(lib, args, opts.album), settings, opts.report,
+                    write_report(self, lib, matched_items(lib, args, opts.album), settings, opts.report,
                                  title=" ".join(args) or "the whole library")
                 elif opts.remove:
                     self.remove(lib, args, albums=opts.album, write=should_write(opts.write), pretend=opts.pretend)
@@ -256,115 +258,6 @@ class CnnGenrePlugin(BeetsPlugin):
         return self._model
 
     # ------------------------------------------------------------ training
-
-    def tagged_items(self, lib, args, albums: bool, settings: Settings) -> tuple[list, list]:
-        """The matching items (of matching albums with ``albums``) that have genres to learn or be scored
-        on, and those genres, item by item."""
-        pairs = [(item, training_genres(item, settings.train_on_applied)) for item in _items(lib, args, albums)]
-        pairs = [(item, genres) for item, genres in pairs if genres]
-        return [item for item, _ in pairs], [genres for _, genres in pairs]
-
-    def train(self, lib, opts, args, settings: Settings):
-        from genre_cnn_core import TrainConfig, format_report, train_on_files
-        from genre_cnn_core.metrics import plural
-
-        started = time.perf_counter()
-        items, genres = self.tagged_items(lib, args, opts.album, settings)
-        if not items:
-            raise ui.UserError("no items with genres to train on (beet ls genres::. lists them; genres cnngenre "
-                               "applied itself are left out unless train_on_applied is on)")
-        folder = os.path.dirname(settings.model)
-        if settings.model_given and not opts.pretend and not os.path.isdir(folder):
-            raise ui.UserError(f"cnngenre: cannot save the model to {settings.model}: no folder {folder}")
-        run = self.run_config(settings)
-        train_config = TrainConfig(epochs=settings.epochs, minutes=settings.minutes)
-        ui.print_(f"cnngenre: training a {settings.backbone} model on {len(items)} tagged items")
-        model, choice, failures = train_on_files(
-            [str(item.filepath) for item in items],
-            genres,
-            artists=[item.artist or item.albumartist for item in items],
-            backbone=settings.backbone,
-            taxonomy=genre_taxonomy(settings),
-            min_tracks=settings.min_tracks,
-            max_genres=settings.max_genres or None,
-            config=train_config,
-            run=run,
-            log=lambda line: self._log.info("{}", line),
-            threshold=settings.threshold,
-            top_k=settings.top_k,
-        )
-        for failure in failures:
-            self._log.warning("{}: {}", items[failure.index].filepath, failure.reason)
-        if choice.dropped:
-            ui.print_("cnngenre: left out: " + ", ".join(f"{g} ({plural(n, 'track')}, {why})"
-                                                         for g, (n, why) in choice.dropped.items()))
-        for genre, children in model.metadata["from_children"].items():
-            ui.print_(f"{genre}: learned from its sub-genres only ({', '.join(children)})")
-        meta = model.metadata
-        ui.print_("tracks (artists) per genre: " + ", ".join(f"{g} {n} ({meta['artists_per_genre'][g]})"
-                                                               for g, n in meta["tracks_per_genre"].items()))
-        if meta["validation"]:
-            ui.print_(format_report(meta["validation"], model.genres, meta["tracks_per_genre"],
-                                    model.backbone.heldout_tracks, meta["artists_per_genre"]))
-        else:
-            ui.print_("no validation report: too few artists to hold any out")
-        summary = (f"{len(model.genres)} genres, {meta['train_tracks']} tracks trained on, {len(failures)} failed, "
-                   f"{time.perf_counter() - started:.1f} s")
-        if meta["usability"]:
-            self._log.warning("{}", meta["usability"])
-        if opts.pretend:
-            ui.print_(f"cnngenre: trained {model.model_id} ({summary}); not saved (-p)")
-            return
-        if meta["usability"] and not settings.force:
-            raise ui.UserError(f"cnngenre: not saved: the model looks unusable (see above); {settings.model} is "
-                               "unchanged. -f saves it anyway")
-        try:
-            model.save(settings.model)
-        except OSError as error:
-            raise ui.UserError(f"cannot save the model to {settings.model}: {error.strerror or error}; "
-                               "the previous model file is unchanged") from None
-        ui.print_(f"saved {model.model_id} to {settings.model} ({summary})")
-        self._save_plots(model, settings.model)
-
-    def _save_plots(self, model, path):
-        from genre_cnn_core import matplotlib_available, save_confusion_matrix, save_training_curve
-
-        if not matplotlib_available():
-            ui.print_("no plots: install matplotlib (pip install 'beets-cnngenre[plots]') for them")
-            return
-        stem = os.path.splitext(path)[0]
-        written = []
-        try:
-            if model.metadata.get("validation"):
-                save_confusion_matrix(model.metadata["validation"], model.genres, stem + ".confusion.png")
-                written.append(stem + ".confusion.png")
-            if model.metadata.get("history"):
-                save_training_curve(model.metadata["history"], stem + ".training.png")
-                written.append(stem + ".training.png")
-        except (OSError, ValueError, RuntimeError) as error:
-            self._log.warning("the model is saved, but a plot could not be written: {}", error)
-        if written:
-            ui.print_("plots: " + ", ".join(written))
-
-    # ------------------------------------------------------------ evaluation
-
-    def evaluate(self, lib, opts, args, settings: Settings):
-        from genre_cnn_core import evaluate_files, format_report
-
-        model = self.model(settings)
-        items, genres = self.tagged_items(lib, args, opts.album, settings)
-        report, counts = evaluate_files(
-            model, [str(item.filepath) for item in items], genres, taxonomy=genre_taxonomy(settings),
-            run=self.run_config(settings), threshold=settings.threshold, top_k=settings.top_k,
-            artists=[item.artist or item.albumartist for item in items])
-        validation = (f" ({counts['validation']} of them its validation tracks, which its calibration was "
-                      "fitted on)" if counts["validation"] else "")
-        ui.print_(f"cnngenre: evaluating {model.model_id} on {counts['used']} items{validation}; left out: "
-                  f"{counts['trained_on']} it was trained on, {counts['other_genre']} with other genres, "
-                  f"{counts['failed']} that failed to decode")
-        if report is None:
-            raise ui.UserError("no items to evaluate on: tag some tracks the model was not trained on")
-        ui.print_(format_report(report, model.genres, scope="items the model was not trained on"))
 
     # ------------------------------------------------------------ prediction
 
@@ -503,68 +396,6 @@ class CnnGenrePlugin(BeetsPlugin):
 
     # ------------------------------------------------------------ suspects
 
-    def suspects(self, lib, opts, args, settings: Settings):
-        """List the items (or albums) whose tagged genres the audio contradicts; set ``cnn_suspect``."""
-        import numpy as np
-
-        from genre_cnn_core import Failure, judge_album, judge_files
-
-        model = self.model(settings)
-        taxonomy = genre_taxonomy(settings)
-        albums = list(lib.albums(args)) if opts.album else []
-        tracks_of = [list(album.items()) for album in albums]  # queried once: each query makes new objects
-        items = [item for tracks in tracks_of for item in tracks] if opts.album else list(lib.items(args))
-        if not items:
-            ui.print_("cnngenre: nothing matched")
-            return
-        judged: dict = {}
-        failed = 0
-        tagged = [training_genres(item, settings.train_on_applied) for item in items]
-        for result in judge_files(model, [str(item.filepath) for item in items], tagged, taxonomy=taxonomy,
-                                  run=self.run_config(settings)):
-            if isinstance(result, Failure):
-                failed += 1
-                self._log.warning("{}: {}", items[result.index].filepath, result.reason)
-            else:
-                judged[result.index] = result
-        objects, judgements = items, [judged.get(i) for i in range(len(items))]
-        if opts.album:
-            objects, judgements, first = albums, [], 0
-            for album, tracks in zip(albums, tracks_of):
-                track_judgements = [judged.get(i) for i in range(first, first + len(tracks))]
-                first += len(tracks)
-                rows = [j.probabilities for j in track_judgements if j is not None and j.probabilities is not None]
-                judgements.append(judge_album(model, rows, training_genres(album, settings.train_on_applied), taxonomy))
-        ranked = sorted((j.score, n) for n, j in enumerate(judgements) if j is not None and j.score is not None)
-        flagged = [(score, n) for score, n in ranked if score >= settings.suspect_threshold]
-        for score, n in reversed(flagged):
-            j = judgements[n]
-            order = np.argsort(-j.probabilities)[:3]
-            audio = ", ".join(f"{model.genres[c]} {j.probabilities[c]:.2f}" for c in order)
-            ui.print_(f"{score:.2f}  {label(objects[n])}: tagged {', '.join(j.tagged)}; audio says {audio}"
-                      f" ({j.source})")
-        if not opts.pretend:
-            with all_or_nothing(lib):
-                for obj, j in zip(objects, judgements):
-                    name = field(obj, "suspect")
-                    if j is not None and j.score is not None:
-                        obj[name] = round(j.score, 4)
-                    elif own(obj, name) is not None:
-                        del obj[name]
-                    if isinstance(obj, Item):
-                        obj.store()
-                    else:
-                        obj.store(inherit=False)  # the album's judgement is not its tracks'
-
-        reasons = {}
-        for j in judgements:
-            if j is not None and j.score is None:
-                reasons[j.source] = reasons.get(j.source, 0) + 1
-        kind = "album" if opts.album else "item"
-        not_judged = ", ".join(f"{n} ({why})" for why, n in sorted(reasons.items())) or "none"
-        ui.print_(f"cnngenre: flagged {len(flagged)} of {len(ranked)} judged {kind}s at {field(kind, 'suspect')} >= "
-                  f"{settings.suspect_threshold:g} (suspect_threshold); not judged: {not_judged}; failed {failed}")
-
     # ------------------------------------------------------------ cache
 
     def prune_cache(self, lib, settings: Settings, pretend: bool = False):
@@ -675,10 +506,6 @@ def _listeners_nested(log):
         yield
     finally:
         log.setLevel(level)
-
-
-def _items(lib, args, albums: bool):
-    return [item for album in lib.albums(args) for item in album.items()] if albums else list(lib.items(args))
 
 
 def _albums_of(lib, items):

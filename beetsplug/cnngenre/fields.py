@@ -305,3 +305,7 @@ def album_sort_genre(album) -> str:
     """Album template field ``$cnn_sort_genre``: the album's genre (empty when there is none)."""
     return album.get("cnn_album_genre") or ""
 
+
+def matched_items(lib, args, albums: bool) -> list:
+    """The items a query matches; with ``albums``, the tracks of the albums it matches."""
+    return [item for album in lib.albums(args) for item in album.items()] if albums else list(lib.items(args))
